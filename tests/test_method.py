@@ -1,0 +1,250 @@
+"""Each piece of the method on tiny tensors: schedule, DIC table, sampler, guidance, maps, config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from dynad import anomaly_map as am
+from dynad.config import (
+    ConfigError,
+    DICConfig,
+    ExperimentConfig,
+    ReconstructionConfig,
+    apply_overrides,
+    load_preset,
+)
+from dynad.dic import DynamicConditioning, t_hat_for_bin
+from dynad.domain_adaptation import da_loss
+from dynad.features import build_extractor, knn_features
+from dynad.reconstruction import ddim_timesteps, guided_step, reconstruct
+from dynad.schedule import NoiseSchedule
+
+
+class LinearEps(torch.nn.Module):
+    """A stand-in denoiser: eps_theta(z, t) = a * z + c(t), enough to check the sampler's arithmetic."""
+
+    def __init__(self, a: float = 0.3):
+        super().__init__()
+        self.a = a
+
+    def forward(self, z, t):
+        out = self.a * z + 0.01 * t.float().view(-1, 1, 1, 1)
+        return type("Out", (), {"sample": out})()
+
+
+# --- schedule ------------------------------------------------------------------------------------------------
+
+
+def test_schedule_matches_diffusers_linear_schedule():
+    ours = NoiseSchedule(1000, 0.0015, 0.0195)
+    ref = DDPMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="linear")
+    assert torch.allclose(ours.alphas_cumprod.float(), ref.alphas_cumprod, atol=1e-6)
+    assert float(ours.abar(-1)) == 1.0
+    # abar_80 ~ 0.837: the noiseless start scales z0 by ~0.915 at T_max = 80.
+    assert float(ours.abar(80)) == pytest.approx(0.8367, abs=2e-3)
+
+
+# --- DIC -----------------------------------------------------------------------------------------------------
+
+
+def test_bin_to_t_hat_table_of_the_reference_code_for_t_max_80():
+    cfg = DICConfig(t_max=80, num_bins=10, rounding="nearest")
+    assert [t_hat_for_bin(b, cfg, 10) for b in range(11)] == [20, 20, 20, 20, 30, 40, 50, 60, 60, 70, 80]
+
+
+def test_bin_to_t_hat_table_paper_floor_rounding():
+    cfg = DICConfig(t_max=80, num_bins=10, rounding="floor")
+    assert [t_hat_for_bin(b, cfg, 10) for b in range(11)] == [10, 10, 10, 20, 30, 40, 40, 50, 60, 70, 80]
+
+
+def test_knn_distances_bins_and_self_distance():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(30, 8)).astype(np.float32)
+    dic = DynamicConditioning(DICConfig(k=3, t_max=80, rounding="nearest"), num_steps=10).fit(train)
+    # Training y_bar excludes the image itself: compare with a brute-force L1 computation.
+    d = np.abs(train[:, None] - train[None]).sum(-1)  # (N, N)
+    np.fill_diagonal(d, np.inf)
+    expect = np.sort(d, axis=1)[:, :3].mean(1)
+    np.testing.assert_allclose(dic.train_distances, expect, rtol=1e-5)
+    assert dic.edges[0] == pytest.approx(expect.min()) and dic.edges[-1] == pytest.approx(expect.max())
+    # Far away -> above the range -> bin |B| -> T_max; a training point's own features -> low bin.
+    y, b, t = dic.t_hat(np.vstack([train[:1] + 100.0, train[:1]]))
+    assert b[0] == 10 and t[0] == 80
+    assert y[1] < y[0]
+    with_self = DynamicConditioning(DICConfig(k=3, self_distance="include"), 10).fit(train)
+    assert np.all(with_self.train_distances < dic.train_distances)
+
+
+def test_fixed_t_hat_overrides_dic():
+    train = np.random.default_rng(1).normal(size=(10, 4))
+    dic = DynamicConditioning(DICConfig(k=2, fixed_t_hat=40), 10).fit(train)
+    assert set(dic.t_hat(train + 50)[2]) == {40}
+
+
+# --- sampler -------------------------------------------------------------------------------------------------
+
+
+def test_ddim_timesteps_paper_and_reference_start():
+    assert ddim_timesteps(20, 10, "t_hat") == [(20, 18), (18, 16), (16, 14), (14, 12), (12, 10), (10, 8), (8, 6),
+                                                (6, 4), (4, 2), (2, -1)]  # fmt: skip
+    ref = ddim_timesteps(20, 10, "t_hat_minus_step")
+    assert ref[0] == (18, 16) and ref[-1] == (0, -1) and len(ref) == 10
+
+
+def test_noiseless_start_adds_no_noise():
+    """With T_hat's start and no UNet step, z_T is exactly sqrt(abar) z0, whatever the generator."""
+    sched = NoiseSchedule()
+    z0 = torch.randn(2, 4, 8, 8)
+    zero = lambda z, t: type("O", (), {"sample": torch.zeros_like(z)})()  # noqa: E731
+    cfg = ReconstructionConfig(num_steps=1, eta=0.0, start="noiseless")
+    # One step from T_hat to clean with eps = 0: z0_pred = z_T / sqrt(abar) = z0 exactly.
+    out1 = reconstruct(zero, sched, z0, [50, 50], cfg, torch.Generator().manual_seed(1))
+    out2 = reconstruct(zero, sched, z0, [50, 50], cfg, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out1, z0)
+    torch.testing.assert_close(out1, out2)
+    noisy = reconstruct(zero, sched, z0, [50, 50], ReconstructionConfig(num_steps=1, eta=0.0, start="noise"),
+                        torch.Generator().manual_seed(1))  # fmt: skip
+    assert (noisy - z0).abs().mean() > 0.05
+
+
+def test_guided_step_is_plain_ddim_at_eta_zero_against_diffusers():
+    sched = NoiseSchedule(1000, 0.0015, 0.0195)
+    ref = DDIMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="linear",
+                        clip_sample=False, set_alpha_to_one=True, prediction_type="epsilon")  # fmt: skip
+    ref.set_timesteps(500)  # diffusers steps t -> t - 1000 // 500 = t - 2
+    unet = LinearEps()
+    z0 = torch.randn(1, 4, 6, 6)
+    z = sched.abar(20).sqrt() * z0
+    z_ref = z.clone()
+    for t, t_prev in ddim_timesteps(20, 10, "t_hat_minus_step"):  # (18, 16) ... (0, -1): diffusers' own pairs
+        z = guided_step(unet, sched, z, z0, t, t_prev, eta=0.0)
+        eps = unet(z_ref, torch.tensor([t])).sample
+        z_ref = ref.step(eps, t, z_ref, eta=0.0).prev_sample
+    torch.testing.assert_close(z, z_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_guidance_pulls_towards_the_condition():
+    sched = NoiseSchedule()
+    unet = LinearEps(a=1.0)
+    z0 = torch.randn(1, 4, 6, 6)
+    cfg0 = ReconstructionConfig(eta=0.0)
+    cfg4 = ReconstructionConfig(eta=4.0)
+    d0 = (reconstruct(unet, sched, z0, [80], cfg0) - z0).abs().mean()
+    d4 = (reconstruct(unet, sched, z0, [80], cfg4) - z0).abs().mean()
+    assert d4 < d0
+
+
+def test_reconstruct_groups_images_by_t_hat():
+    sched = NoiseSchedule()
+    unet = LinearEps()
+    z0 = torch.randn(3, 4, 6, 6)
+    cfg = ReconstructionConfig()
+    both = reconstruct(unet, sched, z0, [20, 80, 20], cfg)
+    torch.testing.assert_close(both[1:2], reconstruct(unet, sched, z0[1:2], [80], cfg))
+    torch.testing.assert_close(both[[0, 2]], reconstruct(unet, sched, z0[[0, 2]], [20, 20], cfg))
+
+
+# --- maps ----------------------------------------------------------------------------------------------------
+
+
+def test_latent_and_feature_maps_localise_a_difference():
+    z0 = torch.zeros(1, 4, 8, 8)
+    z0_hat = z0.clone()
+    z0_hat[:, :, 2, 5] = 1.0  # one latent position differs
+    lat = am.latent_map(z0, z0_hat, 32)
+    assert lat.shape == (1, 32, 32)
+    iy, ix = np.unravel_index(int(lat[0].argmax()), (32, 32))
+    assert 8 <= iy < 12 and 20 <= ix < 24  # the 4x4 pixel block of latent cell (2, 5)
+    f = {"a": torch.randn(1, 5, 8, 8)}
+    g = {"a": f["a"].clone()}
+    g["a"][:, :, 6, 1] = -g["a"][:, :, 6, 1]  # opposite direction -> cosine distance 2
+    fm = am.feature_map(f, g, ["a"], 8)
+    assert fm[0, 6, 1] == pytest.approx(2.0, abs=1e-5) and fm[0].sum() == pytest.approx(2.0, abs=1e-4)
+
+
+def test_combine_weights_and_smoothing():
+    cfg = ExperimentConfig().anomaly_map
+    lat = torch.zeros(2, 64, 64)
+    feat = torch.zeros(2, 64, 64)
+    lat[0, 30, 30] = 1.0
+    feat[1, 10, 10] = 1.0
+    norm = am.MapNormalization.from_maps(lat, feat)
+    a = am.combine(lat, feat, norm, cfg)
+    scores = am.image_scores(a)
+    # lambda = 0.85 on the latent map: the same spike scores higher there; smoothing spreads mass around the peak.
+    assert scores[0] > scores[1] > 0
+    assert scores[0] / scores[1] == pytest.approx(0.85 / 0.15, rel=1e-4)
+    assert a[0].argmax() == 30 * 64 + 30 and a[0, 30, 34] > 0
+
+
+def test_da_loss_zero_for_identical_features_and_modes_differ():
+    f = {"l": torch.randn(2, 3, 4, 4)}
+    assert float(da_loss(f, f, ["l"], "per_position")) == pytest.approx(0.0, abs=1e-6)
+    g = {"l": f["l"] + torch.randn(2, 3, 4, 4)}
+    assert float(da_loss(f, g, ["l"], "per_position")) != pytest.approx(float(da_loss(f, g, ["l"], "flattened")))
+
+
+# --- features ------------------------------------------------------------------------------------------------
+
+
+def test_extractor_blocks_shapes_and_knn_descriptor():
+    cfg = load_preset("tiny").features
+    ext = build_extractor(cfg)
+    assert "mobilenet_v2-b0353104.pth" in ext.weights_label
+    feats = ext(torch.zeros(2, 3, 64, 64))
+    assert [tuple(feats[k].shape[1:]) for k in cfg.layers] == [(24, 16, 16), (32, 8, 8), (96, 4, 4)]
+    assert knn_features(feats, cfg).shape == (2, 32 * cfg.knn_pool_size**2)
+
+
+def test_random_weights_are_labelled_and_missing_weights_explain_themselves(tmp_path):
+    cfg = load_preset("tiny").features
+    rand = build_extractor(apply_overrides(ExperimentConfig(features=cfg), ["features.weights=random"]).features)
+    assert "random" in rand.weights_label
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        build_extractor(apply_overrides(ExperimentConfig(features=cfg), [f"features.weights={tmp_path}/none.pth"]).features)
+
+
+def test_torchvision_weights_load_into_timm_resnet(tmp_path):
+    import torchvision
+
+    path = tmp_path / "resnet18.pth"
+    tv = torchvision.models.resnet18()
+    torch.save(tv.state_dict(), path)
+    cfg = apply_overrides(ExperimentConfig(), ["features.backbone=timm:resnet18", f"features.weights={path}"]).features
+    ext = build_extractor(cfg)
+    x = torch.randn(1, 3, 64, 64)
+    ref = torchvision.models.feature_extraction.create_feature_extractor(tv.eval(), ["layer2"])
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(ext(x)["layer2"], ref(((x + 1) / 2 - mean) / std)["layer2"])
+
+
+# --- config --------------------------------------------------------------------------------------------------
+
+
+def test_presets_load_and_overrides_are_typed():
+    for name in ("demo", "mvtec", "visa", "btad", "mtd", "tiny"):
+        assert load_preset(name).preset == name
+    cfg = load_preset("visa", ["dic.k=5", "reconstruction.eta=7"])
+    assert cfg.dic.k == 5 and cfg.reconstruction.eta == 7.0
+    assert cfg.for_category("pcb1").reconstruction.eta == 10.0
+    assert cfg.for_category("pipe_fryum").reconstruction.eta == 7.0  # no table entry: the run's value
+    assert apply_overrides(cfg, ["use_per_category=false"]).for_category("pcb1").reconstruction.eta == 7.0
+    with pytest.raises(ConfigError, match="dic.kk"):
+        load_preset("demo", ["dic.kk=3"])
+    with pytest.raises(ConfigError, match="dic.k"):
+        load_preset("demo", ["dic.k=three"])
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_preset("nope")
+
+
+def test_paper_unet_size_within_ten_percent_of_281m():
+    from diffusers import UNet2DModel  # noqa: F401  (meta device: no memory)
+
+    from dynad.denoiser import build_unet, count_parameters
+
+    with torch.device("meta"):
+        unet = build_unet(load_preset("mvtec").denoiser, 32, 4)
+    assert abs(count_parameters(unet) / 281e6 - 1) < 0.10
