@@ -1,0 +1,150 @@
+"""The built-in synthetic dataset: determinism, MVTec layout, exact masks, the four defect scales, `ensure`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dynad import synthetic
+from dynad.synthetic import CATEGORIES, DEFECT_TYPES, SynthConfig, ensure, generate, render
+
+SMALL = SynthConfig(image_size=64, n_train=4, n_test_good=2, n_test_per_defect=2, seed=0)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("synth") / "data", SMALL, progress=False)
+
+
+def test_same_config_gives_identical_bytes_and_another_seed_other_images(small: Path, tmp_path: Path) -> None:
+    again = _files(generate(tmp_path / "again", SMALL, progress=False))
+    assert again == _files(small)
+    other = _files(generate(tmp_path / "other", SynthConfig(**{**SMALL.__dict__, "seed": 1}), progress=False))
+    assert other.keys() == again.keys()
+    pngs = [k for k in again if k.endswith(".png") and "ground_truth" not in k]
+    assert all(other[k] != again[k] for k in pngs)
+
+
+def test_changing_a_count_does_not_reshuffle_the_other_images(small: Path, tmp_path: Path) -> None:
+    fewer = generate(tmp_path / "fewer", SynthConfig(**{**SMALL.__dict__, "n_train": 2}), progress=False)
+    shared = {k: v for k, v in _files(fewer).items() if k.endswith(".png")}
+    assert shared and all(_files(small)[k] == v for k, v in shared.items())
+
+
+def test_mvtec_layout_counts_and_masks(small: Path) -> None:
+    manifest = json.loads((small / synthetic.MANIFEST).read_text())
+    assert manifest["config"]["seed"] == SMALL.seed and manifest["version"] == synthetic.FORMAT_VERSION
+    for category in CATEGORIES:
+        root = small / category
+        assert sorted(p.name for p in (root / "train" / "good").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
+        assert sorted(p.name for p in (root / "test").iterdir()) == sorted(("good", *DEFECT_TYPES))
+        assert len(list((root / "test" / "good").iterdir())) == SMALL.n_test_good
+        # Good images have no masks: ground_truth holds exactly the defect types.
+        assert sorted(p.name for p in (root / "ground_truth").iterdir()) == sorted(DEFECT_TYPES)
+        for image_path in root.rglob("*.png"):
+            if "ground_truth" not in image_path.parts:
+                image = Image.open(image_path)
+                assert image.mode == "RGB" and image.size == (SMALL.image_size, SMALL.image_size)
+        for defect in DEFECT_TYPES:
+            names = sorted(p.name for p in (root / "test" / defect).iterdir())
+            assert names == [f"{i:03d}.png" for i in range(SMALL.n_test_per_defect)]
+            for name in names:
+                mask = _load(root / "ground_truth" / defect / name.replace(".png", "_mask.png"))
+                assert mask.shape == (SMALL.image_size, SMALL.image_size) and mask.dtype == np.uint8
+                assert set(np.unique(mask)) == {0, 255}
+
+
+def test_four_scales_span_orders_of_magnitude() -> None:
+    area = {d: np.mean([render(c, d, 128, [3, i])[1].mean() for c in CATEGORIES for i in range(6)]) for d in DEFECT_TYPES}
+    assert area["spot"] < area["scratch"] < area["patch"] < area["missing"]
+    assert area["missing"] / area["spot"] >= 50
+    assert area["spot"] < 0.002 and area["missing"] > 0.06
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+@pytest.mark.parametrize("defect", DEFECT_TYPES)
+def test_defect_changes_exactly_the_masked_pixels_and_clearly(category: str, defect: str) -> None:
+    for i in range(3):
+        clean, empty = render(category, None, 128, [5, i])
+        broken, mask = render(category, defect, 128, [5, i])
+        assert not empty.any() and mask.any()
+        diff = np.abs(broken.astype(int) - clean.astype(int)).max(axis=2)
+        assert not diff[~mask].any(), "pixels outside the mask changed"
+        assert (diff[mask] > 40).mean() > 0.9, "the defect is faint or drew nothing over part of its mask"
+
+
+def test_board_missing_shows_bare_green_board_where_the_part_was(small: Path) -> None:
+    for i in range(SMALL.n_test_per_defect):
+        image = _load(small / "board" / "test" / "missing" / f"{i:03d}.png").astype(int)
+        mask = _load(small / "board" / "ground_truth" / "missing" / f"{i:03d}_mask.png") > 0
+        r, g, b = image[mask].T
+        assert ((g > r + 40) & (g > b + 20)).mean() > 0.9
+
+
+def test_tiles_missing_shows_grey_mortar_instead_of_tiles(small: Path) -> None:
+    for i in range(SMALL.n_test_per_defect):
+        image = _load(small / "tiles" / "test" / "missing" / f"{i:03d}.png").astype(int)
+        mask = _load(small / "tiles" / "ground_truth" / "missing" / f"{i:03d}_mask.png") > 0
+        warmth = image[..., 0] - image[..., 2]  # terracotta is red-heavy, the mortar bed is grey
+        assert warmth[mask].mean() < 20 < warmth[~mask].mean()
+
+
+def test_ensure_reuses_a_matching_dataset_and_regenerates_otherwise(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    assert ensure(out, SMALL, progress=False) == out
+    probe = out / "tiles" / "train" / "good" / "000.png"
+    stamp = probe.stat().st_mtime_ns
+    ensure(out, SMALL, progress=False)
+    assert probe.stat().st_mtime_ns == stamp
+
+    (out / "board" / "test" / "spot" / "001.png").unlink()  # an incomplete copy is not reused
+    ensure(out, SMALL, progress=False)
+    assert (out / "board" / "test" / "spot" / "001.png").is_file() and probe.stat().st_mtime_ns != stamp
+
+    before = probe.read_bytes()
+    ensure(out, SynthConfig(**{**SMALL.__dict__, "seed": 7}), progress=False)
+    assert json.loads((out / synthetic.MANIFEST).read_text())["config"]["seed"] == 7
+    assert probe.read_bytes() != before
+
+
+def test_interrupted_generation_keeps_the_previous_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = generate(tmp_path / "data", SMALL, progress=False)
+    before = _files(out)
+    calls = []
+
+    def failing_save(path: Path, array: np.ndarray) -> None:
+        calls.append(path)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "_save_png", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, SynthConfig(**{**SMALL.__dict__, "seed": 3}), progress=False)
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no partial folder left beside it
+
+
+def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        generate(tmp_path / "real", SMALL, progress=False)
+    assert (tmp_path / "real" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("bad", [{"image_size": 32}, {"categories": ("carpet",)}, {"n_train": 0}, {"seed": -1}])
+def test_invalid_config_is_rejected(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        SynthConfig(**bad)
