@@ -12,6 +12,7 @@ that differ only downstream (most ablations) reuse it, and an interrupted run re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -43,6 +44,26 @@ def _key(d: dict[str, Any]) -> str:
 def _batches(x: torch.Tensor, size: int):
     for i in range(0, x.shape[0], size):
         yield x[i : i + size]
+
+
+class _StageClock:
+    """Context manager factory adding each stage's wall time to a dict (synchronising CUDA first)."""
+
+    def __init__(self, device: torch.device, timings: dict[str, float] | None):
+        self.device, self.timings = device, timings
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        if self.timings is None:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
 class DynAD:
@@ -192,31 +213,38 @@ class DynAD:
     # Inference.
 
     @torch.no_grad()
-    def infer(self, x: torch.Tensor, t_hat: int | None = None, generator: torch.Generator | None = None) -> dict:
+    def infer(
+        self,
+        x: torch.Tensor,
+        t_hat: int | None = None,
+        generator: torch.Generator | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> dict:
         """One batch x (B, 3, S, S) in [-1, 1] -> per-image DIC values, reconstruction and raw maps (on the CPU).
 
-        `t_hat` overrides DIC for every image (the explorer's slider and the fixed-step ablation).
+        `t_hat` overrides DIC for every image (the explorer's slider and the fixed-step ablation). `timings`, when
+        given, accumulates the seconds of each stage (encode, knn, denoise, decode, maps) for the benchmark.
         """
+        clock = _StageClock(self.device, timings)
         x = x.to(self.device)
         size = x.shape[-1]
         with autocast(self.device, self.cfg.mixed_precision):
-            feats = self.extractor(x)
-        y, b, t = self.dic.t_hat(knn_features(feats, self.cfg.features).float().cpu())
-        if t_hat is not None:
-            t = np.full_like(t, t_hat)
-        with autocast(self.device, self.cfg.mixed_precision):
-            z0 = self.codec.encode(x, generator).float()
-            z0_hat = reconstruct(self.unet, self.schedule, z0, t, self.cfg.reconstruction, generator)
-            x_hat = self.codec.decode(z0_hat).float()
-            feats_hat = self.extractor(x_hat)
-        return {
-            "knn_distance": y,
-            "bin": b,
-            "t_hat": t,
-            "reconstruction": x_hat.cpu(),
-            "latent_map": am.latent_map(z0, z0_hat, size).cpu(),
-            "feature_map": am.feature_map(feats, feats_hat, self.cfg.features.map_layers, size).cpu(),
-        }
+            with clock("knn"):
+                feats = self.extractor(x)
+                y, b, t = self.dic.t_hat(knn_features(feats, self.cfg.features).float().cpu())
+            if t_hat is not None:
+                t = np.full_like(t, t_hat)
+            with clock("encode"):
+                z0 = self.codec.encode(x, generator).float()
+            with clock("denoise"):
+                z0_hat = reconstruct(self.unet, self.schedule, z0, t, self.cfg.reconstruction, generator)
+            with clock("decode"):
+                x_hat = self.codec.decode(z0_hat).float()
+            with clock("maps"):
+                feats_hat = self.extractor(x_hat)
+                lat = am.latent_map(z0, z0_hat, size).cpu()
+                feat = am.feature_map(feats, feats_hat, self.cfg.features.map_layers, size).cpu()
+        return {"knn_distance": y, "bin": b, "t_hat": t, "reconstruction": x_hat.cpu(), "latent_map": lat, "feature_map": feat}
 
     def infer_all(self, images: torch.Tensor, progress: bool = True, keep_reconstructions: bool = False) -> dict:
         """`infer` over (N, 3, S, S) in batches; arrays concatenated."""

@@ -1,0 +1,126 @@
+"""Figures, drawn from arrays and files that the compute steps wrote: each function saves PNG (and PDF on request).
+
+Figure 4 (anomaly-map construction) and Figure 2/6-style panels: `qualitative_panels`;
+Figure 5 (kNN binning histograms): `knn_histogram`; training curves: `training_curves`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; notebooks display the saved images or call these with their own backend
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from dynad.provenance import atomic_write  # noqa: E402
+
+
+def save(fig: plt.Figure, path: str | Path, pdf: bool = False) -> Path:
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    if pdf:
+        with atomic_write(path.with_suffix(".pdf"), "wb") as f:
+            fig.savefig(f, format="pdf", bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def to_rgb(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) in [0, 1]."""
+    return ((x.float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def knn_histogram(dic: dict[str, Any], path: str | Path, title: str = "", ax: plt.Axes | None = None, pdf: bool = False):
+    """Figure 5: kNN distances y_bar of training vs test images (normal / anomalous), bin edges and T_hat marked."""
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+    train = np.asarray(dic["train_distances"])
+    test = np.asarray(dic["test_distances"])
+    labels = np.asarray(dic["test_labels"])
+    edges = np.asarray(dic["edges"])
+    lo = min(train.min(), test.min())
+    hi = max(train.max(), test.max())
+    bins = np.linspace(lo, hi, 40)
+    ax.hist(train, bins=bins, alpha=0.5, label="train (normal)", color="tab:blue", density=True)
+    ax.hist(test[labels == 0], bins=bins, alpha=0.5, label="test normal", color="tab:green", density=True)
+    ax.hist(test[labels == 1], bins=bins, alpha=0.5, label="test anomalous", color="tab:red", density=True)
+    for e in edges:
+        ax.axvline(e, color="k", lw=0.5, ls=":")
+    table = dic["table"]
+    for b in range(len(edges) - 1):
+        ax.text((edges[b] + edges[b + 1]) / 2, ax.get_ylim()[1] * 0.95, str(table[b]), ha="center", va="top", fontsize=6)
+    ax.set_xlabel("mean L1 distance to the K nearest training features (y_bar); numbers: T_hat of each bin")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    if own:
+        return save(fig, path, pdf)
+    return None
+
+
+def training_curves(losses: dict[str, list[float]], path: str | Path):
+    losses = {k: v for k, v in losses.items() if v}
+    if not losses:
+        return None
+    fig, axes = plt.subplots(1, len(losses), figsize=(3.5 * len(losses), 2.8), squeeze=False)
+    for ax, (name, values) in zip(axes[0], losses.items()):
+        ax.plot(np.arange(1, len(values) + 1), values)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("loss")
+    return save(fig, path)
+
+
+def pick_examples(rows: pd.DataFrame, scores: np.ndarray, n: int) -> list[int]:
+    """One highest-scoring image per defect type (then the lowest-scoring normal), up to n."""
+    picks = []
+    for defect in sorted(rows.defect_type[rows.label == 1].unique()):
+        idx = np.flatnonzero((rows.defect_type == defect).to_numpy())
+        picks.append(int(idx[np.argmax(scores[idx])]))
+    normal = np.flatnonzero((rows.label == 0).to_numpy())
+    if len(normal):
+        picks.append(int(normal[np.argmin(scores[normal])]))
+    return picks[:n]
+
+
+def qualitative_panels(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    recs: torch.Tensor,
+    latent: torch.Tensor,
+    feature: torch.Tensor,
+    amap: torch.Tensor,
+    threshold: float,
+    titles: Sequence[str],
+    path: str | Path,
+    pdf: bool = False,
+):
+    """Figure 4 / Figure 2: input, ground truth, reconstruction, latent map, feature map, combined map, mask."""
+    cols = ["input", "ground truth", "reconstruction", "latent map", "feature map", "anomaly map", "thresholded"]
+    n = images.shape[0]
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.8 * n), squeeze=False)
+    vmax = float(amap.max())
+    for i in range(n):
+        panels = [
+            (to_rgb(images[i]), None), (masks[i].float().numpy(), "gray"), (to_rgb(recs[i]), None),
+            (latent[i].numpy(), "jet"), (feature[i].numpy(), "jet"), (amap[i].numpy(), "jet"),
+            ((amap[i] >= threshold).float().numpy(), "gray"),
+        ]  # fmt: skip
+        for j, (img, cmap) in enumerate(panels):
+            ax = axes[i][j]
+            kw = {"vmin": 0, "vmax": vmax} if j == 5 else {}
+            ax.imshow(img, cmap=cmap, **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=8)
+        axes[i][0].set_ylabel(titles[i], fontsize=7)
+    return save(fig, path, pdf)
