@@ -28,7 +28,7 @@ def ablation_variants(cfg: ExperimentConfig) -> dict[str, tuple[str, dict]]:
     variants["neither (noise, no DA)"] = ("table5", {"reconstruction.start": "noise", "adaptation.epochs": 0})
     variants["DS only"] = ("table5", {"adaptation.epochs": 0})
     variants["DA only"] = ("table5", {"reconstruction.start": "noise", "adaptation.epochs": da_on})
-    variants["pixel space"] = ("space", {"reconstruction.space": "pixel"})
+    variants["pixel space"] = ("space", {"reconstruction.space": "pixel", **cfg.pixel_space_overrides})
     return variants
 
 

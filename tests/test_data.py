@@ -1,0 +1,421 @@
+"""Dataset readers: every layout on small trees of real image files, every fault, and the Magnetic Tile data."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, ImageFile
+
+from dynad import synthetic
+from dynad.data import (
+    COLUMNS,
+    DATASETS,
+    KNOWN_CATEGORIES,
+    DatasetError,
+    ImageDataset,
+    load_image,
+    load_mask,
+    make_index,
+)
+
+MTD_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile"
+W, H = 30, 20  # deliberately not square: loading must resize without cropping
+
+
+def write_image(path: Path, mode: str = "RGB", color=(255, 0, 128)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (W, H), color if mode == "RGB" else 200).save(path)
+    return path
+
+
+def write_mask(path: Path) -> Path:
+    """Defect on the left half of the image."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = np.zeros((H, W), np.uint8)
+    m[:, : W // 2] = 255
+    Image.fromarray(m).save(path)
+    return path
+
+
+def mvtec_tree(root: Path, category: str, mode: str = "RGB") -> Path:
+    cat = root / category
+    for i in range(3):
+        write_image(cat / "train" / "good" / f"{i:03d}.png", mode)
+    for i in range(2):
+        write_image(cat / "test" / "good" / f"{i:03d}.png", mode)
+    for defect, n in (("crack", 2), ("broken", 1)):
+        for i in range(n):
+            write_image(cat / "test" / defect / f"{i:03d}.png", mode)
+            write_mask(cat / "ground_truth" / defect / f"{i:03d}_mask.png")
+    return cat
+
+
+def check_index(index: pd.DataFrame, n_train: int, n_test_good: int, defects: dict[str, int]) -> None:
+    """Shared checks of make_index's contract."""
+    assert list(index.columns) == list(COLUMNS)
+    assert index.index.tolist() == list(range(len(index)))
+    key = list(zip(index.split, index.defect_type, index.image_path))
+    assert key == sorted(key)
+    train, test = index[index.split == "train"], index[index.split == "test"]
+    assert len(train) == n_train and (train.label == 0).all() and (train.defect_type == "good").all()
+    assert ((test.defect_type == "good") == (test.label == 0)).all()
+    assert (test.label == 0).sum() == n_test_good
+    assert test[test.label == 1].defect_type.value_counts().to_dict() == defects
+    normal = index[index.label == 0]
+    assert normal.mask_path.map(lambda m: m is None).all()
+    for p in [*index.image_path, *index[index.label == 1].mask_path]:
+        assert Path(p).is_absolute() and Path(p).is_file()
+    assert index.label.dtype == np.int64
+
+
+# ----------------------------------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("dataset, category, mode", [("mvtec", "bottle", "RGB"), ("mvtec", "grid", "L"),
+                                                     ("synthetic", "tiles", "RGB")])  # fmt: skip
+def test_mvtec_layout(tmp_path, dataset, category, mode):
+    cat = mvtec_tree(tmp_path, category, mode)
+    index = make_index(dataset, tmp_path, category)
+    check_index(index, 3, 2, {"crack": 2, "broken": 1})
+    assert (index.category == category).all()
+    bad = index[index.label == 1]
+    for image, mask, defect in zip(bad.image_path, bad.mask_path, bad.defect_type):
+        assert Path(mask) == cat / "ground_truth" / defect / f"{Path(image).stem}_mask.png"
+        assert Path(image).parent == cat / "test" / defect
+
+    item = ImageDataset(index, 16)[int(bad.index[0])]
+    assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.float32
+    assert item["image"].min() >= -1 and item["image"].max() <= 1
+    assert item["mask"].shape == (1, 16, 16) and set(item["mask"].unique().tolist()) == {0.0, 1.0}
+    assert item["label"] == 1 and item["index"] == int(bad.index[0])
+    if mode == "L":  # greyscale repeated to 3 equal channels
+        assert torch.equal(item["image"][0], item["image"][1]) and torch.equal(item["image"][0], item["image"][2])
+        assert item["image"][0, 0, 0].item() == pytest.approx(200 / 127.5 - 1)
+    normal = ImageDataset(index, 16)[int(index.index[index.label == 0][0])]
+    assert normal["label"] == 0 and normal["mask"].sum() == 0
+
+
+def test_generated_synthetic_data(tmp_path):
+    """The built-in generator's output reads back with the MVTec reader."""
+    cfg = synthetic.SynthConfig(image_size=64, n_train=2, n_test_good=1, n_test_per_defect=1, categories=("board",))
+    root = synthetic.generate(tmp_path / "synth", cfg, progress=False)
+    index = make_index("synthetic", root, "board")
+    check_index(index, 2, 1, {d: 1 for d in synthetic.DEFECT_TYPES})
+
+
+def test_load_image_values_and_resize(tmp_path):
+    path = write_image(tmp_path / "a.png")
+    x = load_image(path, 8)
+    assert x.shape == (3, 8, 8) and x.dtype == torch.float32
+    # (255, 0, 128) maps to (1, -1, 128/127.5 - 1) everywhere: a uniform image stays uniform under resize.
+    assert torch.allclose(x[0], torch.ones(8, 8)) and torch.allclose(x[1], -torch.ones(8, 8))
+    assert torch.allclose(x[2], torch.full((8, 8), 128 / 127.5 - 1), atol=1e-6)
+    grey = load_image(write_image(tmp_path / "g.png", "L"), 5)
+    assert grey.shape == (3, 5, 5) and torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+
+
+def test_load_mask_binarises_after_resize(tmp_path):
+    path = write_mask(tmp_path / "m.png")  # left 15 of 30 columns
+    m = load_mask(path, 8)
+    assert m.shape == (1, 8, 8) and m.dtype == torch.float32
+    # The edge falls exactly between output columns 3 and 4: 0.5 keeps the left half, 0.0 dilates by the blur.
+    assert m[0].sum(0).tolist() == [8.0] * 4 + [0.0] * 4
+    dilated = load_mask(path, 8, threshold=0.0)
+    assert dilated[0].sum(0).tolist() == [8.0] * 5 + [0.0] * 3
+    assert torch.equal(load_mask(None, 8), torch.zeros(1, 8, 8))
+    with pytest.raises(ValueError, match="threshold"):
+        load_mask(path, 8, threshold=1.0)
+
+
+def visa_published_tree(root: Path) -> Path:
+    lines = ["object,split,label,image,mask"]
+    for cat in ("candle", "pcb1"):
+        for i in range(3):
+            image = f"{cat}/Data/Images/Normal/{i:04d}.JPG"
+            write_image(root / image)
+            lines.append(f"{cat},{'train' if i < 2 else 'test'},normal,{image},")
+        for i in range(2):
+            image, mask = f"{cat}/Data/Images/Anomaly/{i:03d}.JPG", f"{cat}/Data/Masks/Anomaly/{i:03d}.png"
+            write_image(root / image)
+            write_mask(root / mask)
+            lines.append(f"{cat},test,anomaly,{image},{mask}")
+    csv = root / "split_csv" / "1cls.csv"
+    csv.parent.mkdir(parents=True)
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+def test_visa_published_layout(tmp_path):
+    visa_published_tree(tmp_path)
+    index = make_index("visa", tmp_path, "candle")
+    check_index(index, 2, 1, {"bad": 2})
+    assert (index.category == "candle").all()
+    assert all("/candle/" in p for p in index.image_path)  # pcb1 rows of the shared CSV are left out
+    bad = index[index.label == 1]
+    assert [Path(m).stem for m in bad.mask_path] == [Path(p).stem for p in bad.image_path]
+    assert ImageDataset(index, 12)[int(bad.index[0])]["mask"].sum() > 0
+
+
+def test_visa_converted_layout(tmp_path):
+    cat = tmp_path / "pcb1"
+    for i in range(3):
+        write_image(cat / "train" / "good" / f"{i:04d}.JPG")
+    write_image(cat / "test" / "good" / "0100.JPG")
+    for i in range(2):
+        write_image(cat / "test" / "bad" / f"{i:03d}.JPG")
+        write_mask(cat / "ground_truth" / "bad" / f"{i:03d}.png")
+    index = make_index("visa", tmp_path, "pcb1")
+    check_index(index, 3, 1, {"bad": 2})
+    bad = index[index.label == 1]
+    assert [Path(m).name for m in bad.mask_path] == ["000.png", "001.png"]
+
+
+def test_btad_layout(tmp_path):
+    # Class 01: .bmp images with .png masks; class 02: .png images and masks; class 03: .bmp images and masks.
+    for cls, image_ext, mask_ext in (("01", ".bmp", ".png"), ("02", ".png", ".png"), ("03", ".bmp", ".bmp")):
+        c = tmp_path / cls
+        for i in range(2):
+            write_image(c / "train" / "ok" / f"{i:04d}{image_ext}")
+        write_image(c / "test" / "ok" / f"0100{image_ext}")
+        for i in range(3):
+            write_image(c / "test" / "ko" / f"{i:04d}{image_ext}")
+            write_mask(c / "ground_truth" / "ko" / f"{i:04d}{mask_ext}")
+        index = make_index("btad", tmp_path, cls)
+        check_index(index, 2, 1, {"ko": 3})
+        bad = index[index.label == 1]
+        assert all(Path(m).suffix == mask_ext and Path(m).stem == Path(p).stem
+                   for m, p in zip(bad.mask_path, bad.image_path))  # fmt: skip
+        assert all(Path(p).suffix == image_ext for p in index.image_path)
+        item = ImageDataset(index, 10)[int(bad.index[0])]
+        assert item["image"].shape == (3, 10, 10) and item["mask"].sum() > 0
+
+
+def test_folder_layout(tmp_path):
+    cat = tmp_path / "my_widget"
+    write_image(cat / "train" / "good" / "a.jpg")
+    write_image(cat / "train" / "good" / "b.JPEG")
+    write_image(cat / "train" / "good" / "c.tif")
+    (cat / "train" / "good" / "notes.txt").write_text("not an image")
+    write_image(cat / "test" / "good" / "d.BMP")
+    write_image(cat / "test" / "dent" / "e.png")
+    write_mask(cat / "ground_truth" / "dent" / "e_mask.png")  # MVTec-style name
+    write_image(cat / "test" / "dent" / "f.TIFF")
+    write_mask(cat / "ground_truth" / "dent" / "f.png")  # same-stem name
+    index = make_index("folder", tmp_path, "my_widget")
+    check_index(index, 3, 1, {"dent": 2})
+    bad = index[index.label == 1]
+    assert [Path(m).name for m in bad.mask_path] == ["e_mask.png", "f.png"]
+    assert ImageDataset(index, 6)[int(bad.index[1])]["image"].shape == (3, 6, 6)
+
+
+def test_mtd_layout_and_split(tmp_path):
+    for i in range(7):
+        write_image(tmp_path / "MT_Free" / "Imgs" / f"exp{i}.jpg", "L")
+        write_mask(tmp_path / "MT_Free" / "Imgs" / f"exp{i}.png")
+    for defect in ("Crack", "Blowhole"):
+        write_image(tmp_path / f"MT_{defect}" / "Imgs" / "x1.jpg", "L")
+        write_mask(tmp_path / f"MT_{defect}" / "Imgs" / "x1.png")
+    index = make_index("mtd", tmp_path, "magnetic_tile")
+    check_index(index, 5, 2, {"crack": 1, "blowhole": 1})
+    test_good = index[(index.split == "test") & (index.label == 0)]
+    assert sorted(Path(p).name for p in test_good.image_path) == ["exp0.jpg", "exp5.jpg"]
+
+
+def test_ids_are_consistent():
+    assert set(KNOWN_CATEGORIES) == set(DATASETS) - {"folder"}
+    assert len(KNOWN_CATEGORIES["mvtec"]) == 15 and len(KNOWN_CATEGORIES["visa"]) == 12
+
+
+def test_index_with_missing_masks_as_nan(tmp_path):
+    """An index read back from CSV has NaN instead of None for normal images."""
+    path = write_image(tmp_path / "a.png")
+    rows = pd.DataFrame({"image_path": [str(path)], "mask_path": [np.nan], "label": [0]})
+    assert ImageDataset(rows, 4)[0]["mask"].sum() == 0
+    with pytest.raises(ValueError, match="mask_path"):
+        ImageDataset(rows.drop(columns="mask_path"), 4)
+
+
+# ------------------------------------------------------------------------------------------------------ faults
+
+
+def raises_naming(path: Path | str, *fragments: str):
+    """pytest.raises for a DatasetError whose message names `path` (and contains each fragment)."""
+    return pytest.raises(DatasetError, match="(?s)" + "".join(f"(?=.*{re.escape(str(s))})" for s in (path, *fragments)))
+
+
+def test_unknown_dataset(tmp_path):
+    with pytest.raises(DatasetError, match="mvtec, visa, btad, mtd, synthetic, folder"):
+        make_index("mvtecad", tmp_path, "bottle")
+
+
+def test_unknown_category_lists_known_ones_before_touching_disk(tmp_path):
+    with pytest.raises(DatasetError, match="known: bottle, cable") as e:
+        make_index("mvtec", tmp_path / "nowhere", "bottel")
+    assert "bottel" in str(e.value)
+
+
+def test_root_missing(tmp_path):
+    with raises_naming(tmp_path / "nowhere", "does not exist"):
+        make_index("mvtec", tmp_path / "nowhere", "bottle")
+
+
+def test_category_folder_missing(tmp_path):
+    with raises_naming(tmp_path / "bottle", "does not exist"):
+        make_index("mvtec", tmp_path, "bottle")
+    with raises_naming(tmp_path / "anything", "does not exist"):
+        make_index("folder", tmp_path, "anything")
+
+
+def test_no_training_images(tmp_path):
+    mvtec_tree(tmp_path, "bottle")
+    for p in (tmp_path / "bottle" / "train" / "good").iterdir():
+        p.unlink()
+    with raises_naming(tmp_path / "bottle" / "train" / "good", "no training images"):
+        make_index("mvtec", tmp_path, "bottle")
+
+
+def test_no_training_images_mtd(tmp_path):
+    (tmp_path / "MT_Free" / "Imgs").mkdir(parents=True)
+    with raises_naming(tmp_path / "MT_Free" / "Imgs", "no training images"):
+        make_index("mtd", tmp_path, "magnetic_tile")
+
+
+def test_anomalous_image_without_mask(tmp_path):
+    cat = mvtec_tree(tmp_path, "bottle")
+    (cat / "ground_truth" / "crack" / "001_mask.png").unlink()
+    with raises_naming(cat / "test" / "crack" / "001.png", cat / "ground_truth" / "crack" / "001_mask.png", "no mask"):
+        make_index("mvtec", tmp_path, "bottle")
+
+
+def test_anomalous_image_without_mask_btad(tmp_path):
+    c = tmp_path / "01"
+    write_image(c / "train" / "ok" / "0000.bmp")
+    write_image(c / "test" / "ko" / "0001.bmp")
+    with raises_naming(c / "test" / "ko" / "0001.bmp", c / "ground_truth" / "ko" / "0001.png", "no mask"):
+        make_index("btad", tmp_path, "01")
+
+
+def test_mask_without_image(tmp_path):
+    cat = mvtec_tree(tmp_path, "bottle")
+    orphan = write_mask(cat / "ground_truth" / "crack" / "007_mask.png")
+    with raises_naming(orphan, "has no image"):
+        make_index("mvtec", tmp_path, "bottle")
+
+
+def test_mask_for_a_missing_defect_folder(tmp_path):
+    cat = mvtec_tree(tmp_path, "bottle")
+    orphan = write_mask(cat / "ground_truth" / "scratch" / "000_mask.png")
+    with raises_naming(orphan, "has no image"):
+        make_index("mvtec", tmp_path, "bottle")
+
+
+def test_two_masks_for_one_image(tmp_path):
+    c = tmp_path / "03"
+    write_image(c / "train" / "ok" / "0000.bmp")
+    image = write_image(c / "test" / "ko" / "0001.bmp")
+    write_mask(c / "ground_truth" / "ko" / "0001.bmp")
+    write_mask(c / "ground_truth" / "ko" / "0001.png")
+    with raises_naming(image, "several masks"):
+        make_index("btad", tmp_path, "03")
+
+
+def test_btad_good_folder_is_not_a_defect_type(tmp_path):
+    write_image(tmp_path / "02" / "train" / "ok" / "0000.png")
+    write_image(tmp_path / "02" / "test" / "good" / "0001.png")
+    with raises_naming(tmp_path / "02" / "test" / "good", "reserved for normal images"):
+        make_index("btad", tmp_path, "02")
+
+
+def test_no_test_images(tmp_path):
+    write_image(tmp_path / "bottle" / "train" / "good" / "000.png")
+    with raises_naming(tmp_path / "bottle" / "test", "no test images"):
+        make_index("mvtec", tmp_path, "bottle")
+
+
+def test_visa_no_layout_names_both(tmp_path):
+    (tmp_path / "candle").mkdir()
+    with raises_naming(tmp_path / "split_csv" / "1cls.csv", tmp_path / "candle" / "train"):
+        make_index("visa", tmp_path, "candle")
+
+
+def test_visa_published_faults(tmp_path):
+    csv = visa_published_tree(tmp_path)
+    mask = tmp_path / "candle" / "Data" / "Masks" / "Anomaly" / "001.png"
+    mask.unlink()
+    with raises_naming(tmp_path / "candle" / "Data" / "Images" / "Anomaly" / "001.JPG", mask, "no mask"):
+        make_index("visa", tmp_path, "candle")
+    write_mask(mask)
+    orphan = write_mask(mask.with_name("099.png"))
+    with raises_naming(orphan, csv, "has no image"):
+        make_index("visa", tmp_path, "candle")
+    orphan.unlink()
+    image = tmp_path / "candle" / "Data" / "Images" / "Normal" / "0001.JPG"
+    image.unlink()
+    with raises_naming(image, csv, "does not exist"):
+        make_index("visa", tmp_path, "candle")
+
+
+def test_mtd_faults(tmp_path):
+    write_image(tmp_path / "MT_Free" / "Imgs" / "a.jpg", "L")
+    image = write_image(tmp_path / "MT_Crack" / "Imgs" / "b.jpg", "L")
+    with raises_naming(image, image.with_suffix(".png"), "no mask"):
+        make_index("mtd", tmp_path, "magnetic_tile")
+    write_mask(image.with_suffix(".png"))
+    orphan = write_mask(tmp_path / "MT_Crack" / "Imgs" / "c.png")
+    with raises_naming(orphan, "has no image"):
+        make_index("mtd", tmp_path, "magnetic_tile")
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg"])
+def test_truncated_file(tmp_path, name):
+    path = tmp_path / name
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with raises_naming(path, "cannot read"):
+        load_image(path, 8)
+    with raises_naming(path, "cannot read"):
+        load_mask(path, 8)
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not a png")
+    with raises_naming(junk, "cannot read"):
+        load_image(junk, 8)
+    with raises_naming(tmp_path / "gone.png", "cannot read"):
+        load_mask(tmp_path / "gone.png", 8)
+
+
+def test_refuses_pil_truncation_padding(tmp_path, monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
+        load_image(write_image(tmp_path / "a.png"), 8)
+
+
+# --------------------------------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_magnetic_tile_real_data():
+    if not MTD_ROOT.is_dir():
+        pytest.skip(f"Magnetic Tile data not found at {MTD_ROOT}: it lives beside the repository in shared/data")
+    index = make_index("mtd", MTD_ROOT, "magnetic_tile")
+    normal, anomalous = index[index.label == 0], index[index.label == 1]
+    assert len(normal) == 952 and len(anomalous) == 392
+    assert anomalous.defect_type.value_counts().to_dict() == {"blowhole": 115, "break": 85, "uneven": 103,
+                                                              "crack": 57, "fray": 32}  # fmt: skip
+    assert (anomalous.split == "test").all() and anomalous.mask_path.map(lambda p: Path(p).is_file()).all()
+    free = sorted(p.name for p in (MTD_ROOT / "MT_Free" / "Imgs").glob("*.jpg"))
+    test_names = sorted(Path(p).name for p in normal[normal.split == "test"].image_path)
+    assert test_names == free[::5] and len(test_names) == 191 and (normal.split == "train").sum() == 761
+
+    row = anomalous.iloc[0]
+    image, mask = load_image(row.image_path, 64), load_mask(row.mask_path, 64, threshold=0.0)
+    assert image.shape == (3, 64, 64) and image.min() >= -1 and image.max() <= 1
+    assert torch.equal(image[0], image[1])  # greyscale photographs
+    assert (np.array(Image.open(row.mask_path).convert("L")) > 127).any() and mask.sum() > 0
