@@ -18,6 +18,11 @@ from dynad.provenance import atomic_write
 METRICS = ("image_auroc", "pixel_auroc", "pro")
 
 
+def variant_dir(name: str) -> str:
+    """The folder name of a variant under `<out>/variants/`."""
+    return name.replace(" ", "_").replace("%", "pct").replace("(", "").replace(")", "").replace(",", "")
+
+
 def ablation_variants(cfg: ExperimentConfig) -> dict[str, tuple[str, dict]]:
     """name -> (table, overrides). Table 4: fixed steps vs DIC; Table 5: noiseless scaling (DS) x adaptation (DA)."""
     t_max = cfg.dic.t_max
@@ -48,12 +53,12 @@ def run_ablations(
     for name, (table, overrides) in ablation_variants(cfg.for_category(category)).items():
         if only is not None and name not in only:
             continue
-        run_dir = out / "variants" / name.replace(" ", "_").replace("%", "pct").replace("(", "").replace(")", "").replace(",", "")
+        run_dir = out / "variants" / variant_dir(name)
         # The per-category table is applied first, then the variant's overrides, which must win.
         vcfg = apply_overrides(cfg.for_category(category), {**overrides, "use_per_category": False})
         if not is_complete(run_dir):
             run_experiment(vcfg, dataset, root, category, run_dir, models_dir=models_dir, progress=progress,
-                           save_pipeline=False)  # fmt: skip
+                           save_pipeline=False, figures=False)  # fmt: skip
         metrics = pd.read_json(run_dir / "metrics.json", typ="series")
         rows.append({"variant": name, "table": table, "defect_type": "all", **{m: metrics[m] for m in METRICS}})
         per_defect = pd.read_csv(run_dir / "per_defect.csv")

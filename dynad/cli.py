@@ -26,15 +26,13 @@ def _run(args: argparse.Namespace) -> int:
     from dynad.config import load_preset
     from dynad.experiment import run_experiment
 
-    cfg = load_preset(args.preset, args.set)
-    root = args.root
-    if args.dataset == "synthetic" and root is None:
-        from dynad import synthetic
+    from dynad.results import ensure_data
 
-        root = synthetic.ensure(DEFAULT_SYNTH_ROOT)
-    if root is None:
+    cfg = load_preset(args.preset, args.set)
+    if args.root is None and args.dataset != "synthetic":
         print(f"error: --root is required for --dataset {args.dataset}", file=sys.stderr)
         return 2
+    root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)  # the synthetic set is made when missing
     result = run_experiment(cfg, args.dataset, root, args.category, args.out, models_dir=args.models)
     keys = ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc")
     print(json.dumps({k: round(result[k], 4) for k in keys if k in result}))

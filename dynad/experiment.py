@@ -60,7 +60,7 @@ def per_defect_table(test: dict, scores: np.ndarray, maps: np.ndarray, pro_metho
     for defect in sorted(rows.defect_type[rows.label == 1].unique()):
         sel = normal | (rows.defect_type == defect).to_numpy()
         m = metrics.evaluate(test["labels"][sel], scores[sel], test["masks"][sel].numpy(), maps[sel], pro_method=pro_method)
-        defect_masks = test["masks"][(rows.defect_type == defect).to_numpy()]
+        defect_masks = test["masks"][torch.from_numpy((rows.defect_type == defect).to_numpy().copy())]
         out.append({"defect_type": defect, "n": int((rows.defect_type == defect).sum()),
                     "mask_area": float(defect_masks.float().mean()), **m})  # fmt: skip
     return pd.DataFrame(out)
@@ -99,8 +99,12 @@ def run_experiment(
     models_dir: str | Path | None = None,
     progress: bool = True,
     save_pipeline: bool = True,
+    figures: bool = True,
 ) -> dict[str, Any]:
-    """Run the method on one category and write the results into `out`; returns the metrics dict."""
+    """Run the method on one category and write the results into `out`; returns the metrics dict.
+
+    `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -143,7 +147,7 @@ def run_experiment(
     figs = out / "figures"
     plots.knn_histogram(dic_info, figs / "knn_histogram.png", title=f"{dataset}/{category}")
     plots.training_curves(pipe.provenance["losses"], figs / "training_curves.png")
-    picks = plots.pick_examples(rows, scores, cfg.eval.num_figures)
+    picks = plots.pick_examples(rows, scores, cfg.eval.num_figures) if figures else []
     if picks:
         rec = pipe.infer(test["images"][picks], generator=torch.Generator().manual_seed(cfg.seed))
         plots.qualitative_panels(

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from dynad import anomaly_map as am
 from dynad.autoencoder import LatentCodec, build_small_vae, load_pretrained_vae, vae_loss
-from dynad.config import ExperimentConfig
+from dynad.config import ExperimentConfig, apply_overrides
 from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet_weights
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
@@ -276,6 +276,18 @@ class DynAD:
         out["anomaly_map"] = self.anomaly_maps(out["latent_map"], out["feature_map"], self.train_normalization)
         out["pred_score"] = am.image_scores(out["anomaly_map"])
         return out
+
+    def with_overrides(self, overrides: dict[str, Any] | list[str]) -> "DynAD":
+        """The same fitted models under another inference setting (e.g. {"reconstruction.start": "noise"}).
+
+        Only settings read at inference time make sense here (reconstruction, dic, anomaly_map); the kNN is
+        refitted from the stored training features so that DIC options take effect.
+        """
+        cfg = apply_overrides(self.cfg, overrides)
+        dic = DynamicConditioning(cfg.dic, cfg.reconstruction.num_steps).fit(self.dic.train_features)
+        other = DynAD(cfg, self.codec, self.unet, self.extractor, dic, self.device, self.provenance)
+        other.train_normalization = self.train_normalization
+        return other
 
     # ----------------------------------------------------------------------------------------------------------
     # Saving the fitted pipeline (models + kNN statistics) so that one new image can be scored alone.

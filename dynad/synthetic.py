@@ -4,7 +4,7 @@ Two categories stand in for the two kinds of MVTec classes: "tiles", a periodic 
 object made of several parts (a circuit board with seven components). Four defect types cover the four scales the
 paper's dynamic noise is about, from a few pixels to a whole missing part:
 
-    spot     a tiny high-contrast dot                       ~0.1 % of the image
+    spot     a tiny high-contrast dot                       ~0.16 % of the image
     scratch  a thin curved line                             ~0.6 %
     patch    a foreign blob of another colour and texture   ~3 %
     missing  a missing component / missing tiles            ~10 %
@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 CATEGORIES = ("tiles", "board")
 DEFECT_TYPES = ("spot", "scratch", "patch", "missing")
-FORMAT_VERSION = 1  # bump whenever the rendering changes, so that `ensure` regenerates old copies
+FORMAT_VERSION = 2  # bump whenever the rendering changes, so that `ensure` regenerates old copies
 MANIFEST = "synthetic.json"
 
 RGB = tuple[float, float, float]
@@ -508,7 +508,9 @@ def _centre(rng: np.random.Generator, area: np.ndarray, margin: float) -> tuple[
 
 def _spot(image: np.ndarray, rng: np.random.Generator, area: np.ndarray) -> np.ndarray:
     size = image.shape[0]
-    radius = max(1.0, rng.uniform(1.5, 2.1) * size / 128)  # 9-13 px at 128: 0.05-0.08 % of the image
+    # 21-32 px at 128 (0.13-0.2 % of the image): still 2-3 px across at the demo's 64 px working resolution,
+    # where a 1-px spot (the first version's 0.06 %) is below what a factor-4 latent can resolve.
+    radius = max(1.0, rng.uniform(2.6, 3.2) * size / 128)
     cy, cx = _centre(rng, area, 0.1 * size)
     mask = _disk(size, cy, cx, radius)
     _paint(image, mask, _contrast_colour(image))

@@ -1,0 +1,129 @@
+"""The step-size explorer on a tiny run: the slider drives T_hat and the maps, the image and category selections
+reload state, "use DIC" resets, and the static grid is a valid PNG."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dynad import synthetic
+from dynad.config import load_preset
+from dynad.experiment import run_experiment
+from dynad.explorer import StepSizeExplorer, sibling_runs
+from dynad.synthetic import SynthConfig
+
+pytestmark = pytest.mark.slow
+
+# Same set and models folder as tests/test_notebooks.py and tests/test_reproduce.py: the models train once a session.
+SYNTH = SynthConfig(image_size=64, n_train=24, n_test_good=4, n_test_per_defect=2, categories=("board",))
+
+
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.getbasetemp() / "dynad-shared"
+    return synthetic.ensure(base / "synthetic", SYNTH, progress=False), base / "models"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here and in the kernels: on 2 shared cores, 2 threads each are several times slower."""
+    import torch
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root, models = shared_data(tmp_path_factory)
+    run = tmp_path_factory.mktemp("explorer") / "tiny" / "synthetic" / "board"
+    run_experiment(load_preset("tiny"), "synthetic", root, "board", run / "eval", models_dir=models, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def explorer(run_dir: Path) -> StepSizeExplorer:
+    return StepSizeExplorer(run_dir)
+
+
+def test_starts_at_the_dic_step_of_the_first_image(explorer: StepSizeExplorer) -> None:
+    s = explorer.state
+    assert s["index"] == explorer.image_select.value == 0
+    assert s["t_hat"] == s["dic_t_hat"] == explorer.per_image.t_hat.iloc[0]
+    assert s["knn_distance"] == pytest.approx(explorer.per_image.knn_distance.iloc[0], rel=1e-4)
+    assert s["bin"] == explorer.per_image["bin"].iloc[0]
+    size = explorer.pipe.cfg.data.image_size
+    assert s["anomaly_map"].shape == (size, size) and s["reconstruction"].shape == (3, size, size)
+    # tiny preset: 10 DDIM steps, T_max 100 -> slider 10 .. 200 in steps of 10
+    assert (explorer.t_hat_slider.min, explorer.t_hat_slider.max, explorer.t_hat_slider.step) == (10, 200, 10)
+
+
+def test_slider_sets_t_hat_and_changes_the_map(explorer: StepSizeExplorer) -> None:
+    explorer.t_hat_slider.value = 10
+    assert explorer.state["t_hat"] == 10
+    small_map, small_rec = explorer.state["anomaly_map"].copy(), explorer.state["reconstruction"].clone()
+    explorer.t_hat_slider.value = 200
+    assert explorer.state["t_hat"] == 200
+    assert not np.allclose(small_map, explorer.state["anomaly_map"])
+    assert not torch.allclose(small_rec, explorer.state["reconstruction"])
+    assert explorer.state["bin"] == explorer.per_image["bin"].iloc[0]  # DIC's values do not move with the slider
+    assert explorer.figure_png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_use_dic_button_resets_the_step(explorer: StepSizeExplorer) -> None:
+    explorer.t_hat_slider.value = 200
+    explorer.dic_button.click()
+    assert explorer.state["t_hat"] == explorer.state["dic_t_hat"] == explorer.per_image.t_hat.iloc[0]
+
+
+def test_selecting_another_image_updates_the_state(explorer: StepSizeExplorer) -> None:
+    before = dict(explorer.state)
+    last = explorer.image_select.options[-1][1]
+    explorer.image_select.value = last
+    s = explorer.state
+    assert s["index"] == last and s["path"] != before["path"]
+    assert s["t_hat"] == explorer.per_image.t_hat.iloc[last]  # a new image starts at its own DIC step
+    assert s["knn_distance"] != before["knn_distance"]
+    assert not np.allclose(s["anomaly_map"], before["anomaly_map"])
+
+
+def test_maps_share_the_evaluation_scale(explorer: StepSizeExplorer, run_dir: Path) -> None:
+    """At the DIC step, the explorer's map of an image is the evaluation's map of it."""
+    i = 3
+    explorer.image_select.value = i
+    explorer.dic_button.click()
+    with np.load(run_dir / "eval" / "maps.npz") as z:
+        expected = z["anomaly_map"][i].astype(np.float32)
+    np.testing.assert_allclose(explorer.state["anomaly_map"], expected, atol=2e-3)
+
+
+def test_render_static_writes_a_png(explorer: StepSizeExplorer, tmp_path: Path) -> None:
+    path = explorer.render_static([10, 100], tmp_path / "grid.png", images=[0, 5])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as im:
+        im.verify()
+    assert (tmp_path / "grid.pdf").is_file()
+    assert explorer.render_static(None, tmp_path / "default.png").is_file()  # default steps and images
+
+
+def test_category_dropdown_lists_sibling_runs(run_dir: Path) -> None:
+    sibling = run_dir.parent / "board_copy"
+    shutil.copytree(run_dir / "eval", sibling / "eval")
+    assert list(sibling_runs(run_dir)) == ["board", "board_copy"]
+    ex = StepSizeExplorer(run_dir)
+    assert list(ex.category_select.options) == ["board", "board_copy"]
+    ex.category_select.value = "board_copy"
+    assert ex.run_dir == sibling.resolve() and ex.state["run_dir"] == str(sibling.resolve())
+    assert ex.state["t_hat"] == ex.per_image.t_hat.iloc[0]

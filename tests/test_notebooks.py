@@ -1,0 +1,246 @@
+"""The notebooks: committed clean (no outputs, one `parameters` cell), and each one run with papermill on the tiny
+preset in sequence (00 -> 07, as `dynad reproduce` does), checking the files each writes for the next one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dynad import synthetic
+from dynad.synthetic import DEFECT_TYPES, SynthConfig
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+STEMS = (
+    "00_quickstart",
+    "01_train_latent_diffusion",
+    "02_domain_adaptation",
+    "03_knn_binning",
+    "04_evaluate",
+    "05_ablations",
+    "06_paper_tables_and_figures",
+    "07_step_size_explorer",
+)
+# The tiny synthetic set every end-to-end test of the session shares, with one folder of trained models.
+SYNTH = SynthConfig(image_size=64, n_train=24, n_test_good=4, n_test_per_defect=2, categories=("board",))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(synthetic root, models folder) shared by the test modules of one session: models train once."""
+    base = tmp_path_factory.getbasetemp() / "dynad-shared"
+    return synthetic.ensure(base / "synthetic", SYNTH, progress=False), base / "models"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here and in the kernels: on 2 shared cores, 2 threads each are several times slower."""
+    import torch
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), f"{path} missing"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    with Image.open(path) as im:
+        im.verify()
+        assert im.size[0] > 50 and im.size[1] > 50
+
+
+def assert_fractions(values) -> None:
+    values = np.asarray(values, dtype=float)
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all(), values
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The committed notebooks.
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_committed_notebook_is_clean_with_one_parameters_cell(stem: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), "outputs must be cleared"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    # Typed defaults, one per line: `name: type = value`.
+    lines = [ln for ln in tagged[0].source.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert all(": " in ln.split("=")[0] for ln in lines), lines
+
+
+def test_every_notebook_is_tested() -> None:
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(STEMS)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Running them.
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import papermill
+
+    root, models = shared_data(tmp_path_factory)
+    base = tmp_path_factory.mktemp("notebooks")
+    runs, results = base / "runs", base / "results"
+    run_dir = runs / "tiny" / "synthetic" / "board"
+    params = {"preset": "tiny", "dataset": "synthetic", "root": str(root), "category": "board",
+              "run_dir": str(run_dir), "quick": False, "overrides": [], "models_dir": str(models)}  # fmt: skip
+    per_notebook = {stem: params for stem in STEMS[:6]}
+    per_notebook[STEMS[6]] = {"runs_dir": str(runs), "results_dir": str(results), "preset": "tiny"}
+    per_notebook[STEMS[7]] = {"run_dir": str(run_dir), "interactive": False}
+    (base / "executed").mkdir()
+    for stem, p in per_notebook.items():
+        papermill.execute_notebook(
+            str(NOTEBOOKS / f"{stem}.ipynb"), str(base / "executed" / f"{stem}.ipynb"), parameters=p,
+            kernel_name="python3", progress_bar=False, cwd=str(base),
+        )  # fmt: skip
+    # tests/test_reproduce.py compares its reproduction's tables with these (same notebooks, another runs folder).
+    (root.parent / "notebook_results.txt").write_text(str(results / "tiny"))
+    return {"run_dir": run_dir, "results": results / "tiny", "executed": base / "executed", "params": params}
+
+
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_each_notebook_wrote_its_marker_with_its_parameters(executed: dict) -> None:
+    run_dir = executed["run_dir"]
+    for stem in STEMS[:6] + STEMS[7:]:
+        marker = json.loads((run_dir / f"{stem}.done.json").read_text())
+        assert marker["notebook"] == stem
+        assert marker["outputs"] and all(Path(p).exists() for p in marker["outputs"])
+    assert json.loads((run_dir / "01_train_latent_diffusion.done.json").read_text())["parameters"] == executed["params"]
+    assert (executed["results"] / "06_paper_tables_and_figures.done.json").is_file()
+    for stem in STEMS:
+        nb = nbformat.read(executed["executed"] / f"{stem}.ipynb", as_version=4)
+        assert all(c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip())
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_00_quickstart_and_04_evaluate(executed: dict) -> None:
+    ev = executed["run_dir"] / "eval"
+    m = json.loads((ev / "metrics.json").read_text())
+    assert_fractions([m[k] for k in ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc")])
+    for name in ("qualitative", "knn_histogram", "training_curves"):
+        assert_png(ev / "figures" / f"{name}.png")
+    table = pd.read_csv(executed["run_dir"] / "evaluate" / "metrics_table.csv")
+    assert table.defect_type.tolist() == ["all", *sorted(DEFECT_TYPES)]
+    assert_fractions(table[["image_auroc", "pixel_auroc", "pro"]])
+    overview = pd.read_csv(executed["run_dir"] / "evaluate" / "dataset_metrics.csv")
+    assert overview.category.tolist() == ["board", "mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_01_training(executed: dict) -> None:
+    out = executed["run_dir"] / "train"
+    assert_png(out / "training_curves.png")
+    assert_png(out / "reconstructions.png")
+    losses = pd.read_csv(out / "losses.csv")
+    assert (losses.component == "denoiser").sum() == 20  # tiny preset: denoiser.epochs = 20
+    assert np.isfinite(losses.loss).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert "denoiser" in summary["weights"] and summary["denoiser_parameters"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_02_domain_adaptation(executed: dict) -> None:
+    out = executed["run_dir"] / "domain_adaptation"
+    table = pd.read_csv(out / "feature_distance.csv")
+    assert table.extractor.tolist() == ["before adaptation", "after adaptation"]
+    assert np.isfinite(table.mean_distance_normal).all() and (table.mean_distance_normal >= 0).all()
+    assert_png(out / "feature_distance_maps.png")
+    assert_png(out / "adaptation_loss.png")  # tiny preset: adaptation.epochs = 1
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_03_knn_binning(executed: dict) -> None:
+    out = executed["run_dir"] / "knn"
+    dic = json.loads((out / "dic.json").read_text())
+    bins = pd.read_csv(out / "bin_table.csv")
+    assert bins.bin.tolist() == list(range(11))  # |B| = 10 bins plus "above the range"
+    assert bins.t_hat.tolist() == dic["table"]
+    assert bins.n_train.sum() == len(dic["train_distances"]) == SYNTH.n_train
+    n_test = SYNTH.n_test_good + len(DEFECT_TYPES) * SYNTH.n_test_per_defect
+    assert bins.n_test_normal.sum() + bins.n_test_anomalous.sum() == n_test
+    by_defect = pd.read_csv(out / "t_hat_by_defect.csv")
+    assert sorted(by_defect.defect_type) == sorted(["good", *DEFECT_TYPES]) and by_defect.n.sum() == n_test
+    assert_png(out / "knn_histogram.png")
+    assert_png(out / "t_hat_by_defect.png")
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_05_ablations(executed: dict) -> None:
+    out = executed["run_dir"] / "ablations"
+    df = pd.read_csv(out / "ablations.csv")
+    assert df.variant.nunique() == 9  # DIC, 4 fixed steps, 3 of Table 5, pixel space
+    assert len(df) == 9 * (1 + len(DEFECT_TYPES))
+    assert_fractions(df[["image_auroc", "pixel_auroc", "pro"]])
+    assert pd.read_csv(out / "table4.csv").variant.tolist()[-1] == "DIC (full method)"
+    assert len(pd.read_csv(out / "table4.csv")) == 5 and len(pd.read_csv(out / "table5.csv")) == 4
+    assert pd.read_csv(out / "space.csv").variant.tolist() == ["DIC (full method)", "pixel space"]
+    assert len(pd.read_csv(out / "table4_by_defect.csv")) == 5 * (1 + len(DEFECT_TYPES))
+    assert_png(out / "ablations_by_defect.png")
+    for v in ("fixed_25pct_T_max", "DIC_full_method", "pixel_space"):
+        assert (out / "variants" / v / "maps.npz").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_06_tables_and_figures(executed: dict) -> None:
+    res = executed["results"]
+    main = pd.read_csv(res / "tables" / "main_synthetic.csv")
+    assert main.category.tolist() == ["board", "mean"]
+    assert ((main.image_auroc >= 0) & (main.image_auroc <= 100)).all()
+    visa = pd.read_csv(res / "tables" / "main_visa.csv")  # no VisA run: the paper's numbers alone
+    assert len(visa) == 13 and visa.image_auroc.isna().all()
+    assert visa.set_index("category").loc["mean", "paper_image_auroc"] == 96.0
+    t4 = pd.read_csv(res / "tables" / "table4_synthetic.csv")
+    assert t4.variant.tolist() == ["fixed 25% T_max", "fixed 50% T_max", "fixed 75% T_max", "fixed 100% T_max",
+                                   "DIC (full method)"]  # fmt: skip
+    assert t4.paper_visa_image_auroc.tolist() == [95.2, 94.7, 95.0, 95.4, 96.0]
+    for name in ("main_synthetic", "table5_synthetic", "space_synthetic_by_defect"):
+        for suffix in (".csv", ".md", ".tex"):
+            assert (res / "tables" / f"{name}{suffix}").is_file()
+    figures = ["fig5_knn_histograms_synthetic"] + [f"{f}_synthetic_board" for f in (
+        "fig2_segmentation", "fig6_fixed_steps", "fig1_noise_vs_image", "fig4_anomaly_map_construction",
+        "fig7_noised_vs_noiseless", "fig8_scaling_vs_step")]  # fmt: skip
+    for name in figures:
+        assert_png(res / "figures" / f"{name}.png")
+        assert (res / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+    manifest = json.loads((res / "manifest.json").read_text())
+    assert manifest["skipped"] == []
+    assert {r["run"] for r in manifest["runs"]} >= {"eval", "ablations/DIC_full_method"}
+    assert all(r["config_hash"] and r["seed"] == 0 for r in manifest["runs"])
+    timings = pd.read_csv(res / "timings.csv")
+    assert "inference" in set(timings.stage)
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_07_static_explorer_grid(executed: dict) -> None:
+    assert_png(executed["run_dir"] / "explorer" / "step_size_grid.png")
