@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import torch
 from dynad import synthetic
 from dynad.cli import main as cli_main
 from dynad.config import load_preset
-from dynad.experiment import RESULT_FILES, fit_pipeline, run_experiment
+from dynad.experiment import RESULT_FILES, run_experiment
 from dynad.pipeline import DynAD
 
 pytestmark = pytest.mark.slow
@@ -49,9 +50,22 @@ def test_run_writes_every_result_with_provenance(tiny_run):
     assert set(per_image.t_hat) <= set(json.loads((out / "dic.json").read_text())["table"])
 
 
-def test_maps_peak_inside_large_defects(tiny_run):
+# Localisation needs models trained for minutes (the demo preset): the tiny preset's 20-epoch UNet does not remove
+# defects (its maps are measured at pixel AUROC ~0.3), so these two checks read the demo run that `make demo` writes.
+DEMO_RUNS = Path(__file__).resolve().parents[1] / "runs/demo/synthetic"
+
+
+def demo_eval(category: str) -> Path:
+    path = DEMO_RUNS / category / "eval"
+    if not (path / "maps.npz").is_file() or not (path / "pipeline.pt").is_file():
+        pytest.skip(f"no demo run at {path}: run `make demo` first (it trains the demo models, ~5 min per category)")
+    return path
+
+
+@pytest.mark.parametrize("category", ["board", "tiles"])
+def test_demo_maps_peak_inside_large_defects(category):
     """For the large defects (patch, missing) the anomaly map's maximum lies on (or within 2 px of) the defect."""
-    out, _ = tiny_run
+    out = demo_eval(category)
     maps = np.load(out / "maps.npz")
     per_image = pd.read_csv(out / "per_image.csv")
     hits = []
@@ -63,14 +77,18 @@ def test_maps_peak_inside_large_defects(tiny_run):
     assert np.mean(hits) >= 0.8, hits
 
 
-def test_defect_free_input_is_reconstructed_closer(tiny_root, tmp_path):
-    cfg = load_preset("tiny")
-    pipe, _, test = fit_pipeline(cfg, "synthetic", tiny_root, "board", tmp_path / "models", progress=False)
-    rows = test["rows"]
-    good = test["images"][(rows.defect_type == "good").to_numpy()]
-    bad = test["images"][(rows.defect_type == "missing").to_numpy()]
-    err = {k: (pipe.infer(x, t_hat=40)["reconstruction"] - x).abs().mean().item() for k, x in (("good", good), ("bad", bad))}
-    assert err["good"] < err["bad"]
+def test_demo_defect_free_input_is_reconstructed_closer():
+    from dynad.data import load_image
+
+    out = demo_eval("board")
+    pipe = DynAD.load(out / "pipeline.pt", device="cpu")
+    per_image = pd.read_csv(out / "per_image.csv")
+    size = pipe.cfg.data.image_size
+    err = {}
+    for kind in ("good", "missing"):
+        x = torch.stack([load_image(p, size) for p in per_image.path[per_image.defect_type == kind][:6]])
+        err[kind] = (pipe.infer(x, t_hat=pipe.cfg.dic.t_max)["reconstruction"] - x).abs().mean().item()
+    assert err["good"] < err["missing"], err
 
 
 def test_saved_pipeline_scores_one_image_alone(tiny_run, tiny_root):

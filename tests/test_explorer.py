@@ -3,7 +3,6 @@ reload state, "use DIC" resets, and the static grid is a valid PNG."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -12,42 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from dynad import synthetic
 from dynad.config import load_preset
 from dynad.experiment import run_experiment
 from dynad.explorer import StepSizeExplorer, sibling_runs
-from dynad.synthetic import SynthConfig
 
-pytestmark = pytest.mark.slow
-
-# Same set and models folder as tests/test_notebooks.py and tests/test_reproduce.py: the models train once a session.
-SYNTH = SynthConfig(image_size=64, n_train=24, n_test_good=4, n_test_per_defect=2, categories=("board",))
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
-def shared_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.getbasetemp() / "dynad-shared"
-    return synthetic.ensure(base / "synthetic", SYNTH, progress=False), base / "models"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here and in the kernels: on 2 shared cores, 2 threads each are several times slower."""
-    import torch
-
-    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(before)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root, models = shared_data(tmp_path_factory)
+def run_dir(tmp_path_factory: pytest.TempPathFactory, shared_data) -> Path:
+    root, models = shared_data
     run = tmp_path_factory.mktemp("explorer") / "tiny" / "synthetic" / "board"
     run_experiment(load_preset("tiny"), "synthetic", root, "board", run / "eval", models_dir=models, progress=False)
     return run

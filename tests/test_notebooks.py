@@ -4,7 +4,6 @@ preset in sequence (00 -> 07, as `dynad reproduce` does), checking the files eac
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nbformat
@@ -13,8 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dynad import synthetic
-from dynad.synthetic import DEFECT_TYPES, SynthConfig
+from dynad.synthetic import DEFECT_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -28,31 +26,7 @@ STEMS = (
     "06_paper_tables_and_figures",
     "07_step_size_explorer",
 )
-# The tiny synthetic set every end-to-end test of the session shares, with one folder of trained models.
-SYNTH = SynthConfig(image_size=64, n_train=24, n_test_good=4, n_test_per_defect=2, categories=("board",))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def shared_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(synthetic root, models folder) shared by the test modules of one session: models train once."""
-    base = tmp_path_factory.getbasetemp() / "dynad-shared"
-    return synthetic.ensure(base / "synthetic", SYNTH, progress=False), base / "models"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here and in the kernels: on 2 shared cores, 2 threads each are several times slower."""
-    import torch
-
-    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(before)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
 
 
 def assert_png(path: Path) -> None:
@@ -96,10 +70,10 @@ def test_every_notebook_is_tested() -> None:
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def executed(tmp_path_factory: pytest.TempPathFactory, shared_data, one_thread) -> dict:
     import papermill
 
-    root, models = shared_data(tmp_path_factory)
+    root, models = shared_data
     base = tmp_path_factory.mktemp("notebooks")
     runs, results = base / "runs", base / "results"
     run_dir = runs / "tiny" / "synthetic" / "board"
@@ -177,14 +151,14 @@ def test_02_domain_adaptation(executed: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.notebooks
-def test_03_knn_binning(executed: dict) -> None:
+def test_03_knn_binning(executed: dict, synth_config) -> None:
     out = executed["run_dir"] / "knn"
     dic = json.loads((out / "dic.json").read_text())
     bins = pd.read_csv(out / "bin_table.csv")
     assert bins.bin.tolist() == list(range(11))  # |B| = 10 bins plus "above the range"
     assert bins.t_hat.tolist() == dic["table"]
-    assert bins.n_train.sum() == len(dic["train_distances"]) == SYNTH.n_train
-    n_test = SYNTH.n_test_good + len(DEFECT_TYPES) * SYNTH.n_test_per_defect
+    assert bins.n_train.sum() == len(dic["train_distances"]) == synth_config.n_train
+    n_test = synth_config.n_test_good + len(DEFECT_TYPES) * synth_config.n_test_per_defect
     assert bins.n_test_normal.sum() + bins.n_test_anomalous.sum() == n_test
     by_defect = pd.read_csv(out / "t_hat_by_defect.csv")
     assert sorted(by_defect.defect_type) == sorted(["good", *DEFECT_TYPES]) and by_defect.n.sum() == n_test

@@ -4,49 +4,25 @@ skips what is done, an interrupted run reruns only what is missing, and two repr
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from dynad import synthetic
 from dynad.reproduce import CATEGORY_NOTEBOOKS, reproduce
 from dynad.results import compare_tables
-from dynad.synthetic import SynthConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-# Same set and models folder as tests/test_notebooks.py and tests/test_explorer.py: the models train once a session.
-SYNTH = SynthConfig(image_size=64, n_train=24, n_test_good=4, n_test_per_defect=2, categories=("board",))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def shared_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.getbasetemp() / "dynad-shared"
-    return synthetic.ensure(base / "synthetic", SYNTH, progress=False), base / "models"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here and in the kernels: on 2 shared cores, 2 threads each are several times slower."""
-    import torch
-
-    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(before)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root, models = shared_data(tmp_path_factory)
+def env(tmp_path_factory: pytest.TempPathFactory, shared_data) -> dict:
+    root, models = shared_data
     return {"root": root, "models": models, "base": tmp_path_factory.mktemp("reproduce")}
 
 
