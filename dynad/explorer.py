@@ -179,15 +179,16 @@ class StepSizeExplorer:
         """Draw into the Output widget when running in a kernel (tests and scripts just keep `figure_png`)."""
         try:
             from IPython import get_ipython
-            from IPython.display import Image, display
+            from IPython.display import Image
         except ImportError:
             return
         ip = get_ipython()
         if ip is None or getattr(ip, "kernel", None) is None:
             return
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(Image(data=png))
+        # Set the Output widget's content directly: capturing with `with self.output: clear_output(wait=True)`
+        # hangs under papermill/nbclient, which intercepts the capture messages.
+        self.output.outputs = ()
+        self.output.append_display_data(Image(data=png))
 
     # ----------------------------------------------------------------------------------------------------------
     # A static version for reports and papermill runs.
