@@ -29,13 +29,16 @@ HERE = Path(__file__).resolve().parent
 DEFAULT = HERE.parent / "runs/demo/synthetic/board/eval/pipeline.pt"
 
 
-def test_images(pipe: DynAD, n: int) -> torch.Tensor:
-    root = synthetic.ensure(Path(tempfile.gettempdir()) / "dynad-bench-synth",
+def bench_data() -> Path:
+    """A small synthetic set (board: 24 training, 24 test images) for the inputs and the fallback fit."""
+    return synthetic.ensure(Path(tempfile.gettempdir()) / "dynad-bench-synth",
                             synthetic.SynthConfig(image_size=64, n_train=24, n_test_good=8, n_test_per_defect=4))  # fmt: skip
-    index = make_index("synthetic", root, "board")
+
+
+def test_images(pipe: DynAD, n: int) -> torch.Tensor:
+    index = make_index("synthetic", bench_data(), "board")
     ds = ImageDataset(index[index.split == "test"].reset_index(drop=True), pipe.cfg.data.image_size)
-    images = torch.stack([ds[i % len(ds)]["image"] for i in range(n)])
-    return images
+    return torch.stack([ds[i % len(ds)]["image"] for i in range(n)])
 
 
 def bench(pipe: DynAD, images: torch.Tensor, batch: int, repeats: int) -> dict:
@@ -68,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe, source = DynAD.load(args.pipeline, device=args.device), str(args.pipeline)
     else:
         print(f"{args.pipeline} not found (run `make demo` first for the demo models); fitting the tiny preset", file=sys.stderr)
-        root = synthetic.ensure(Path(tempfile.gettempdir()) / "dynad-bench-synth",
-                                synthetic.SynthConfig(image_size=64, n_train=24, n_test_good=8, n_test_per_defect=4))  # fmt: skip
         cfg = load_preset("tiny", [f"device={args.device or 'auto'}"])
-        pipe, _, _ = fit_pipeline(cfg, "synthetic", root, "board", Path(tempfile.gettempdir()) / "dynad-bench-models", False)
+        pipe, _, _ = fit_pipeline(cfg, "synthetic", bench_data(), "board", Path(tempfile.gettempdir()) / "dynad-bench-models", False)
         source = "tiny preset fitted on the fly"
     images = test_images(pipe, args.images)
     result = {
