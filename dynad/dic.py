@@ -93,7 +93,7 @@ class DynamicConditioning:
         return y, b, t
 
     def state_dict(self) -> dict:
-        return {"train_features": self.train_features, "cfg": self.cfg.__dict__, "num_steps": self.num_steps}
+        return {"train_features": self.train_features, "num_steps": self.num_steps}  # cfg: in the pipeline checkpoint
 
     @classmethod
     def from_state_dict(cls, state: dict, cfg: DICConfig) -> "DynamicConditioning":
