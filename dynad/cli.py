@@ -46,6 +46,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     return reproduce(
         preset=args.preset, datasets=args.datasets, categories=args.categories, roots=dict(args.root or []),
         runs=args.runs, results=args.results, jobs=args.jobs, overrides=args.set, ablations=not args.no_ablations,
+        threads=args.threads,
     )  # fmt: skip
 
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--runs", type=Path, default=Path("runs"), help="where the runs go (default: %(default)s)")
     q.add_argument("--results", type=Path, default=Path("results"), help="tables and figures (default: %(default)s)")
     q.add_argument("--jobs", type=int, default=1, help="categories run in parallel")
+    q.add_argument("--threads", type=int, help="torch threads per notebook (fix it for bit-identical reruns)")
     q.add_argument("--no-ablations", action="store_true", help="skip the ablation notebook")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     q.set_defaults(func=_reproduce)

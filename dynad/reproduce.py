@@ -223,12 +223,16 @@ def reproduce(
     ablations: bool = True,
     models: str | Path | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> int:
     """Run notebooks 01-05 per data set and category, then 06 (results/<preset>/) and 07; returns the exit code.
 
     `models`: one folder of trained models shared by every run (and between reproductions: model files are named by
     a hash of their data and settings, so sharing is safe); by default each run keeps its own in <run_dir>/models.
     `categories` apply to every data set in `datasets`.
+    `threads`: torch threads per notebook kernel. Torch's CPU results depend on the thread count (reductions split
+    differently), so a fixed count makes a reproduction bit-identical on the same CPU; by default the cores are
+    shared among the jobs (with one job, torch's default).
     """
     from tqdm.auto import tqdm
 
@@ -239,7 +243,8 @@ def reproduce(
     datasets = list(datasets) if datasets else default_datasets(preset)
     notebooks = list(CATEGORY_NOTEBOOKS if ablations else CATEGORY_NOTEBOOKS[:-1])
     jobs = max(1, int(jobs))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    if threads is None and jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
     tasks = _tasks(preset, datasets, categories, roots, runs, list(overrides), notebooks, models, threads)
     total = sum(max(len(t.notebooks), 1) for t in tasks) + 2
     bar = tqdm(total=total, desc="notebooks", unit="nb", disable=not progress, file=sys.stdout)
