@@ -107,7 +107,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_extractor(cfg: FeatureConfig) -> FeatureExtractor:
+def build_extractor(cfg: FeatureConfig, weights_label: str | None = None) -> FeatureExtractor:
+    """The backbone with cfg.weights loaded; or, given `weights_label`, the bare architecture whose weights come
+    from a checkpoint next (a saved pipeline), so the original weights file need not be on this machine."""
     library, _, name = cfg.backbone.partition(":")
     if library == "torchvision":
         model = torchvision.models.get_model(name, weights=None)
@@ -115,7 +117,9 @@ def build_extractor(cfg: FeatureConfig) -> FeatureExtractor:
         model = timm.create_model(name, pretrained=False)
     else:
         raise ValueError(f"features.backbone must be 'torchvision:<name>' or 'timm:<name>', got {cfg.backbone!r}")
-    if cfg.weights == "random":
+    if weights_label is not None:
+        label = weights_label
+    elif cfg.weights == "random":
         label = f"{cfg.backbone} random initialisation (no pretrained weights)"
     else:
         path = resolve_weights_file(cfg.weights)

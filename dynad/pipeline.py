@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from dynad import anomaly_map as am
@@ -297,6 +298,10 @@ class DynAD:
             path,
             {
                 "config": self.cfg.to_dict(),
+                # The architectures travel with the weights, so loading needs neither sd-vae-ft-mse nor the
+                # backbone's ImageNet file.
+                "vae_config": None if self.codec.vae is None else dict(self.codec.vae.config),
+                "extractor_label": self.extractor.weights_label,
                 "codec": self.codec.state_dict(),
                 "unet": self.unet.state_dict(),
                 "extractor": self.extractor.state_dict(),
@@ -316,14 +321,17 @@ class DynAD:
         if cfg.reconstruction.space == "pixel":
             codec = LatentCodec(None)
         else:
-            vae = build_small_vae(cfg.autoencoder, cfg.data.image_size) if cfg.autoencoder.source == "train" else (
-                load_pretrained_vae(cfg.autoencoder.source)
-            )
+            if state.get("vae_config"):
+                vae = AutoencoderKL.from_config(state["vae_config"])
+            else:  # an older checkpoint, without the architecture inside
+                vae = build_small_vae(cfg.autoencoder, cfg.data.image_size) if cfg.autoencoder.source == "train" else (
+                    load_pretrained_vae(cfg.autoencoder.source)
+                )
             codec = LatentCodec(vae, cfg.autoencoder.scaling_factor, cfg.autoencoder.posterior)
         codec.load_state_dict(state["codec"])
         unet = build_unet(cfg.denoiser, cfg.data.image_size // codec.downsampling, codec.latent_channels)
         unet.load_state_dict(state["unet"])
-        extractor = build_extractor(cfg.features)
+        extractor = build_extractor(cfg.features, weights_label=state.get("extractor_label"))
         extractor.load_state_dict(state["extractor"])
         dic = DynamicConditioning.from_state_dict(state["dic"], cfg.dic)
         pipe = cls(cfg, codec, unet, extractor, dic, dev, state["provenance"])

@@ -91,9 +91,16 @@ def test_demo_defect_free_input_is_reconstructed_closer():
     assert err["good"] < err["missing"], err
 
 
-def test_saved_pipeline_scores_one_image_alone(tiny_run, tiny_root):
+def test_saved_pipeline_scores_one_image_alone(tiny_run, tiny_root, monkeypatch):
     out, _ = tiny_run
+
+    def no_weights(weights):  # as on a machine without the backbone's ImageNet file: the checkpoint suffices
+        raise AssertionError(f"DynAD.load read the weights file {weights!r}")
+
+    monkeypatch.setattr("dynad.features.resolve_weights_file", no_weights)
     pipe = DynAD.load(out / "pipeline.pt", device="cpu")
+    assert pipe.extractor.weights_label == json.loads((out / "metrics.json").read_text())["provenance"]["weights"][
+        "feature_extractor"].split(", domain-adapted")[0]
     assert pipe.train_normalization is not None
     per_image = pd.read_csv(out / "per_image.csv")
     from dynad.data import load_image
