@@ -34,9 +34,19 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
+from dynad import anomaly_map as am
+from dynad import plots, synthetic
 from dynad.ablations import variant_dir
+from dynad.config import DICConfig, ExperimentConfig, from_dict
+from dynad.data import ImageDataset
+from dynad.dic import DynamicConditioning
+from dynad.experiment import is_complete, pixel_threshold
+from dynad.provenance import git_commit, versions, write_json, write_text
+from dynad.reconstruction import ddim_timesteps, guided_step
+from dynad.synthetic import DEFECT_TYPES
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
 TABLE_SUFFIXES = (".csv", ".md", ".tex")
@@ -74,8 +84,6 @@ def ensure_data(dataset: str, root: str | Path) -> Path:
     """The data folder, absolute. A missing synthetic folder is generated (default SynthConfig); others must exist."""
     root = Path(root).expanduser().resolve()
     if dataset == "synthetic" and not root.exists():
-        from dynad import synthetic
-
         synthetic.ensure(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} (dataset {dataset!r}) does not exist")
@@ -93,8 +101,6 @@ def marker_path(run_dir: str | Path, stem: str) -> Path:
 
 def write_marker(run_dir: str | Path, stem: str, parameters: dict[str, Any], outputs: Iterable = (), **extra) -> Path:
     """The last thing a notebook does: record its parameters and outputs in `run_dir/<stem>.done.json` (atomic)."""
-    from dynad.provenance import write_json
-
     path = marker_path(run_dir, stem)
     write_json(path, {
         "notebook": stem, "parameters": _jsonable(parameters), "outputs": sorted(str(o) for o in outputs),
@@ -172,9 +178,6 @@ def sample_images(pipe, n: int, num_steps: int = 50, seed: int = 0):
 
     With guidance weight 0 the guided step of Algorithm 1 is plain DDIM, so this reuses the method's own sampler.
     """
-    import torch
-
-    from dynad.reconstruction import ddim_timesteps, guided_step
 
     with torch.no_grad():
         gen = torch.Generator().manual_seed(seed)
@@ -188,8 +191,6 @@ def sample_images(pipe, n: int, num_steps: int = 50, seed: int = 0):
 
 def vae_reconstructions(pipe, images):
     """D(E(x)) for images (N, 3, S, S): what the latent space alone keeps."""
-    import torch
-
     with torch.no_grad():
         out = [pipe.codec.decode(pipe.codec.encode(b.to(pipe.device))).float().cpu() for b in _batches(images, 16)]
     return torch.cat(out)
@@ -197,8 +198,6 @@ def vae_reconstructions(pipe, images):
 
 def dic_reconstructions(pipe, images, t_hat: int | None = None):
     """Algorithm 1 on images (N, 3, S, S): (reconstructions, T_hat per image)."""
-    import torch
-
     recs, ts = [], []
     gen = torch.Generator().manual_seed(pipe.cfg.seed)
     for b in _batches(images, pipe.cfg.data.batch_size):
@@ -211,8 +210,6 @@ def dic_reconstructions(pipe, images, t_hat: int | None = None):
 def image_grid(rows: dict[str, Any], path: str | Path, col_titles: Sequence[str] | None = None, pdf: bool = False,
                cmap: str = "jet", vmax: float | None = None) -> Path:  # fmt: skip
     """One row per entry: images (N, 3, S, S) in [-1, 1] drawn as RGB, maps (N, S, S) with `cmap` (shared vmax)."""
-    from dynad import plots
-
     plt = plots.plt
     n = max(len(v) for v in rows.values())
     fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
@@ -233,9 +230,6 @@ def image_grid(rows: dict[str, Any], path: str | Path, col_titles: Sequence[str]
 
 def _imshow(ax, item, cmap: str = "jet", vmax: float | None = None, vmin: float = 0.0) -> None:
     """RGB tensors (3, S, S) in [-1, 1] as images; 2-D arrays as maps (gray for masks)."""
-    import torch
-
-    from dynad import plots
 
     if isinstance(item, torch.Tensor) and item.ndim == 3:
         ax.imshow(plots.to_rgb(item))
@@ -258,9 +252,6 @@ def feature_gap(pipe, before, images) -> dict[str, Any]:
 
     Returns reconstruction (N, 3, S, S), t_hat (N,), before / after (N, S, S): the raw Eq. 9 feature maps.
     """
-    import torch
-
-    from dynad import anomaly_map as am
 
     before = before.to(pipe.device).eval()
     layers, size = pipe.cfg.features.map_layers, pipe.cfg.data.image_size
@@ -310,9 +301,6 @@ def knn_binning(pipe, train: dict[str, Any], test: dict[str, Any]) -> dict[str, 
 
 def _bins(dic: dict[str, Any], y) -> np.ndarray:
     """The bin of each distance, with the library's own rule (dynad.dic.DynamicConditioning.bin)."""
-    from dynad.config import DICConfig
-    from dynad.dic import DynamicConditioning
-
     d = DynamicConditioning(DICConfig(num_bins=len(dic["edges"]) - 1), 1)
     d.edges = np.asarray(dic["edges"])
     return d.bin(np.asarray(y))
@@ -351,8 +339,6 @@ def t_hat_by_defect(dic: dict[str, Any]) -> pd.DataFrame:
 
 
 def t_hat_by_defect_plot(df: pd.DataFrame, path: str | Path) -> Path:
-    from dynad import plots
-
     cols = [c for c in df.columns if c.startswith("T_hat=")]
     fig, ax = plots.plt.subplots(figsize=(5.5, 2.8))
     bottom = np.zeros(len(df))
@@ -450,8 +436,6 @@ def ablation_tables(df: pd.DataFrame, targets: dict[str, Any] | None = None, by_
 
 
 def _defect_order(values) -> list[str]:
-    from dynad.synthetic import DEFECT_TYPES
-
     vals = list(dict.fromkeys(values))
     rank = {d: i for i, d in enumerate(("all", *DEFECT_TYPES))}
     return sorted(vals, key=lambda d: (rank.get(d, len(rank)), d))
@@ -459,8 +443,6 @@ def _defect_order(values) -> list[str]:
 
 def ablation_plot(df: pd.DataFrame, path: str | Path, metric: str = "image_auroc") -> Path:
     """`metric` per defect type (x) and variant (bars), mean over the categories in df."""
-    from dynad import plots
-
     sub = df.groupby(["variant", "defect_type"], sort=False)[metric].mean().reset_index()
     variants = list(dict.fromkeys(df.variant))
     defects = _defect_order(sub.defect_type)
@@ -534,8 +516,6 @@ def to_latex(df: pd.DataFrame, caption: str = "") -> str:
 
 def write_table(df: pd.DataFrame, folder: str | Path, name: str, title: str = "", note: str = "") -> list[Path]:
     """`folder/name.{csv,md,tex}`, every float as FLOAT_FORMAT; returns the paths."""
-    from dynad.provenance import write_text
-
     folder = Path(folder)
     csv = df.copy()
     for c in csv.columns:
@@ -576,8 +556,6 @@ class Run:
 
 def find_runs(runs_root: str | Path) -> list[Run]:
     """Every complete evaluation under runs_root/<dataset>/<category>/eval, sorted."""
-    from dynad.experiment import is_complete
-
     runs = []
     root = Path(runs_root)
     if not root.is_dir():
@@ -634,9 +612,6 @@ def comparison_table(runs: list[Run], dataset: str, targets: dict[str, Any]) -> 
 
 def _load_images(paths: Sequence[str], size: int):
     """Images (N, 3, S, S) in [-1, 1], resized like the runs did (dynad.data.ImageDataset)."""
-    import torch
-
-    from dynad.data import ImageDataset
 
     rows = pd.DataFrame({"split": "test", "category": "", "defect_type": "good", "label": 0,
                          "image_path": list(paths), "mask_path": None})  # fmt: skip
@@ -652,8 +627,6 @@ def _eval_arrays(eval_dir: Path) -> dict[str, Any]:
 
 
 def _examples(per_image: pd.DataFrame, n: int = 8) -> list[int]:
-    from dynad import plots
-
     rows = per_image.rename(columns={"path": "image_path"})
     return plots.pick_examples(rows, per_image.score.to_numpy(), n)
 
@@ -666,8 +639,6 @@ def _norm01(a: np.ndarray) -> np.ndarray:
 
 def _grid_figure(cells: list[list[Any]], col_titles: Sequence[str], row_titles: Sequence[str], path: Path,
                  vmax: float | None = 1.0) -> Path:  # fmt: skip
-    from dynad import plots
-
     n_rows, n_cols = len(cells), max(len(r) for r in cells)
     fig, axes = plots.plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.7 * n_rows), squeeze=False)
     for i, row in enumerate(cells):
@@ -687,8 +658,6 @@ def _grid_figure(cells: list[list[Any]], col_titles: Sequence[str], row_titles: 
 
 def fig5_histograms(runs: list[Run], dataset: str, path: Path) -> Path:
     """Figure 5: one panel per category, training vs test kNN distances with the bins and their T_hat."""
-    from dynad import plots
-
     rs = [r for r in runs if r.dataset == dataset]
     ncol = min(3, len(rs))
     nrow = math.ceil(len(rs) / ncol)
@@ -703,8 +672,6 @@ def fig5_histograms(runs: list[Run], dataset: str, path: Path) -> Path:
 
 def fig2_segmentation(run: Run, path: Path) -> Path:
     """Figure 2: input, ground truth, anomaly map, thresholded mask; one image per defect type (largest score)."""
-    from dynad.experiment import pixel_threshold
-
     a = _eval_arrays(run.eval)
     idx = _examples(a["per_image"])
     size = a["anomaly_map"].shape[-1]
@@ -733,8 +700,6 @@ def fig4_construction(run: Run, pipe, path: Path) -> Path:
 
 def fig6_fixed_steps(run: Run, path: Path) -> Path | None:
     """Figure 6: predicted masks at fixed T_hat of 100/75/50/25 % of T_max vs DIC vs ground truth (ablation runs)."""
-    from dynad.experiment import pixel_threshold
-
     vroot = run.folder / "ablations" / "variants"
     have = [v for v in FIG6_VARIANTS if (vroot / variant_dir(v) / "maps.npz").is_file()]
     if FULL not in have:
@@ -760,8 +725,6 @@ def fig1_noise_vs_image(run: Run, pipe, path: Path) -> Path:
     """Figure 1: the noise added depends on the image. For the test images with the smallest and the largest T_hat:
     the input, the start of the sampler decoded (noiseless scaled start sqrt(abar) z0, and for comparison the usual
     noised start), and the reconstruction."""
-    import torch
-
     a = _eval_arrays(run.eval)
     pi = a["per_image"]
     anomalous = pi[pi.label == 1] if (pi.label == 1).any() else pi
@@ -812,8 +775,6 @@ def fig7_noised_vs_noiseless(run: Run, pipe, path: Path) -> Path:
 
 def fig8_scaling_vs_step(run: Run, pipe, path: Path, n_images: int = 4, n_steps: int = 6) -> tuple[Path, pd.DataFrame]:
     """Mean latent reconstruction error |z0_hat - z0| vs the step T, noiseless vs noised start, normal vs anomalous."""
-    from dynad import plots
-
     a = _eval_arrays(run.eval)
     pi = a["per_image"]
     normal = pi.index[pi.label == 0][:n_images].tolist()
@@ -864,8 +825,6 @@ def regenerate(
     without ablations gets no Table 4/5 rows; figures that need a fitted pipeline are drawn for the first
     `pipeline_figures` categories of each data set that have eval/pipeline.pt. Returns {name: path} of what was written.
     """
-    from dynad.provenance import git_commit, versions, write_json, write_text
-
     runs_root = _runs_root(runs_dir, preset)
     out = Path(results_dir) / preset
     tables, figures = out / "tables", out / "figures"
@@ -986,8 +945,6 @@ def regenerate(
 
 def _config_hash(config: dict[str, Any]) -> str:
     try:
-        from dynad.config import ExperimentConfig, from_dict
-
         return from_dict(ExperimentConfig, config).hash()
     except Exception:  # an older config layout: hash the JSON itself
         return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
