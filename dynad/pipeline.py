@@ -319,15 +319,14 @@ class DynAD:
         cfg = from_dict(ExperimentConfig, state["config"])
         dev = resolve_device(device or cfg.device)
         if cfg.reconstruction.space == "pixel":
-            codec = LatentCodec(None)
+            vae = None
+        elif state.get("vae_config"):
+            vae = AutoencoderKL.from_config(state["vae_config"])
+        elif cfg.autoencoder.source == "train":  # older checkpoints hold no architecture: rebuild it from the config
+            vae = build_small_vae(cfg.autoencoder, cfg.data.image_size)
         else:
-            if state.get("vae_config"):
-                vae = AutoencoderKL.from_config(state["vae_config"])
-            else:  # an older checkpoint, without the architecture inside
-                vae = build_small_vae(cfg.autoencoder, cfg.data.image_size) if cfg.autoencoder.source == "train" else (
-                    load_pretrained_vae(cfg.autoencoder.source)
-                )
-            codec = LatentCodec(vae, cfg.autoencoder.scaling_factor, cfg.autoencoder.posterior)
+            vae = load_pretrained_vae(cfg.autoencoder.source)
+        codec = LatentCodec(vae, cfg.autoencoder.scaling_factor, cfg.autoencoder.posterior)
         codec.load_state_dict(state["codec"])
         unet = build_unet(cfg.denoiser, cfg.data.image_size // codec.downsampling, codec.latent_channels)
         unet.load_state_dict(state["unet"])

@@ -78,7 +78,7 @@ class Task:
     notebooks: list[str]
     models_dir: str = ""
     error: str | None = None  # known before running anything (no data folder)
-    threads: int | None = None  # OMP threads of the kernels (parallel categories share the cores)
+    threads: int | None = None  # OMP threads of the kernels (None: torch's default)
 
     def parameters(self) -> dict[str, Any]:
         p = {"preset": self.preset, "dataset": self.dataset, "root": self.root or "", "category": self.category,

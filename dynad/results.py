@@ -178,7 +178,6 @@ def sample_images(pipe, n: int, num_steps: int = 50, seed: int = 0):
 
     With guidance weight 0 the guided step of Algorithm 1 is plain DDIM, so this reuses the method's own sampler.
     """
-
     with torch.no_grad():
         gen = torch.Generator().manual_seed(seed)
         h = pipe.cfg.data.image_size // pipe.codec.downsampling
@@ -230,7 +229,6 @@ def image_grid(rows: dict[str, Any], path: str | Path, col_titles: Sequence[str]
 
 def _imshow(ax, item, cmap: str = "jet", vmax: float | None = None, vmin: float = 0.0) -> None:
     """RGB tensors (3, S, S) in [-1, 1] as images; 2-D arrays as maps (gray for masks)."""
-
     if isinstance(item, torch.Tensor) and item.ndim == 3:
         ax.imshow(plots.to_rgb(item))
         return
@@ -252,7 +250,6 @@ def feature_gap(pipe, before, images) -> dict[str, Any]:
 
     Returns reconstruction (N, 3, S, S), t_hat (N,), before / after (N, S, S): the raw Eq. 9 feature maps.
     """
-
     before = before.to(pipe.device).eval()
     layers, size = pipe.cfg.features.map_layers, pipe.cfg.data.image_size
     recs, t_hat = dic_reconstructions(pipe, images)
@@ -612,7 +609,6 @@ def comparison_table(runs: list[Run], dataset: str, targets: dict[str, Any]) -> 
 
 def _load_images(paths: Sequence[str], size: int):
     """Images (N, 3, S, S) in [-1, 1], resized like the runs did (dynad.data.ImageDataset)."""
-
     rows = pd.DataFrame({"split": "test", "category": "", "defect_type": "good", "label": 0,
                          "image_path": list(paths), "mask_path": None})  # fmt: skip
     ds = ImageDataset(rows, size)

@@ -18,9 +18,6 @@ from dynad.explorer import StepSizeExplorer, sibling_runs
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
-
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, shared_data) -> Path:
     root, models = shared_data

@@ -18,8 +18,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, shared_data) -> dict:
     root, models = shared_data
