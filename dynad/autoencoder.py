@@ -3,9 +3,15 @@
     z0    = s * E(x0)          `LatentCodec.encode`   (s = scaling_factor = 0.18215; posterior mean or a sample)
     x0_hat = D(z0_hat / s)     `LatentCodec.decode`
 
-This is the one place where the scaling factor is applied. The paper presets load Stable Diffusion's
-sd-vae-ft-mse from a local folder or the local Hugging Face cache (never downloaded); the demo trains a small
-diffusers AutoencoderKL on the category's training images. For the pixel-space ablation the codec is the identity.
+This is the one place where the scaling factor is applied. `autoencoder.source` picks E, D:
+    a diffusers AutoencoderKL folder or cached repo id   the paper presets: sd-vae-ft-mse (never downloaded)
+    "train"                                              a small AutoencoderKL trained on the category
+    "taef2", or a folder of <name>_encoder/decoder.pth   a pretrained TAESD-family tiny autoencoder
+                                                         (dynad.taesd; TAEF2 ships with the package)
+    a diffusers AutoencoderTiny folder                   the same family in diffusers' format
+The tiny autoencoders are deterministic (no posterior). With `scaling_factor: null` the scale is measured:
+s = 1 / std of the training latents, so that z0 has unit variance as the noise schedule assumes.
+For the pixel-space ablation the codec is the identity.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 
+from dynad import taesd
 from dynad.config import AutoencoderConfig
 
 
@@ -24,18 +31,33 @@ class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights that are not on this machine; the message says how to place them."""
 
 
+Autoencoder = AutoencoderKL | AutoencoderTiny | taesd.TinyAutoencoder
+
+
 class LatentCodec(torch.nn.Module):
-    def __init__(self, vae: AutoencoderKL | None, scaling_factor: float = 1.0, posterior: str = "mean"):
+    def __init__(self, vae: Autoencoder | None, scaling_factor: float = 1.0, posterior: str = "mean"):
         super().__init__()
         self.vae = vae  # None: the identity (pixel-space ablation)
         self.scaling_factor = scaling_factor if vae is not None else 1.0
         self.posterior = posterior
+
+    @property
+    def is_variational(self) -> bool:
+        return isinstance(self.vae, AutoencoderKL)
+
+    def _raw_encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Unscaled latent of a deterministic (tiny) autoencoder."""
+        if isinstance(self.vae, AutoencoderTiny):
+            return self.vae.encode(x).latents
+        return self.vae.encode(x)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x (B, 3, H, W) in [-1, 1] -> z0 (B, C, H/f, W/f)."""
         if self.vae is None:
             return x
+        if not self.is_variational:
+            return self._raw_encode(x) * self.scaling_factor
         dist = self.vae.encode(x).latent_dist
         z = dist.sample(generator) if self.posterior == "sample" else dist.mean
         return z * self.scaling_factor
@@ -45,6 +67,8 @@ class LatentCodec(torch.nn.Module):
         """z (B, C, h, w) -> x (B, 3, H, W), clamped to [-1, 1]."""
         if self.vae is None:
             return z.clamp(-1, 1)
+        if isinstance(self.vae, taesd.TinyAutoencoder):
+            return self.vae.decode(z / self.scaling_factor).clamp(-1, 1)
         return self.vae.decode(z / self.scaling_factor).sample.clamp(-1, 1)
 
     @torch.no_grad()
@@ -52,6 +76,9 @@ class LatentCodec(torch.nn.Module):
         """Scaled posterior mean and std (B, C, h, w) each, so the denoiser can be trained on precomputed latents."""
         if self.vae is None:
             return x, torch.zeros_like(x)
+        if not self.is_variational:
+            z = self._raw_encode(x) * self.scaling_factor
+            return z, torch.zeros_like(z)
         dist = self.vae.encode(x).latent_dist
         return dist.mean * self.scaling_factor, dist.std * self.scaling_factor
 
@@ -59,11 +86,45 @@ class LatentCodec(torch.nn.Module):
     def downsampling(self) -> int:
         if self.vae is None:
             return 1
+        if not self.is_variational:
+            return 8  # the TAESD family: three stride-2 stages
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
     def latent_channels(self) -> int:
-        return 3 if self.vae is None else self.vae.config.latent_channels
+        if self.vae is None:
+            return 3
+        if isinstance(self.vae, taesd.TinyAutoencoder):
+            return self.vae.latent_channels
+        return self.vae.config.latent_channels
+
+    def architecture(self) -> dict | None:
+        """What rebuilds `vae` before its weights are loaded (stored in pipeline.pt)."""
+        if self.vae is None:
+            return None
+        if isinstance(self.vae, taesd.TinyAutoencoder):
+            return self.vae.arch
+        kind = "diffusers_tiny" if isinstance(self.vae, AutoencoderTiny) else "diffusers_kl"
+        return {"kind": kind, "config": dict(self.vae.config)}
+
+
+def autoencoder_from_architecture(arch: dict) -> Autoencoder:
+    if arch.get("kind") == "taesd":
+        return taesd.TinyAutoencoder.from_arch(arch)
+    if arch.get("kind") == "diffusers_tiny":
+        return AutoencoderTiny.from_config(arch["config"])
+    if arch.get("kind") == "diffusers_kl":
+        return AutoencoderKL.from_config(arch["config"])
+    return AutoencoderKL.from_config(arch)  # older checkpoints stored the bare AutoencoderKL config
+
+
+@torch.no_grad()
+def measured_scaling_factor(vae: Autoencoder, images: torch.Tensor, batch_size: int = 16) -> float:
+    """1 / std of the unscaled training latents (the diffusers convention for choosing `scaling_factor`)."""
+    codec = LatentCodec(vae, 1.0)
+    device = next(vae.parameters()).device
+    z = torch.cat([codec.encode(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
+    return round(float(1.0 / z.std().clamp_min(1e-6)), 4)  # 4 decimals: the same value at any thread count
 
 
 def build_small_vae(cfg: AutoencoderConfig, image_size: int) -> AutoencoderKL:
@@ -78,16 +139,21 @@ def build_small_vae(cfg: AutoencoderConfig, image_size: int) -> AutoencoderKL:
         latent_channels=cfg.latent_channels,
         norm_num_groups=cfg.norm_num_groups,
         sample_size=image_size,
-        scaling_factor=cfg.scaling_factor,
+        scaling_factor=cfg.scaling_factor if cfg.scaling_factor is not None else 1.0,
         mid_block_add_attention=cfg.mid_block_attention,
         act_fn="silu",
     )
 
 
-def load_pretrained_vae(source: str) -> AutoencoderKL:
-    """sd-vae-ft-mse (or another diffusers AutoencoderKL) from a local folder or the local Hugging Face cache."""
-    path = Path(source).expanduser()
+def load_pretrained_vae(source: str) -> Autoencoder:
+    """A pretrained autoencoder from this machine: a TAESD-family pair (built-in "taef2" or a folder), a diffusers
+    AutoencoderTiny or AutoencoderKL folder, or a repo id in the local Hugging Face cache (sd-vae-ft-mse)."""
+    path = taesd.resolve(source)
+    if taesd.is_taesd_folder(path):
+        return taesd.load_tiny_autoencoder(path)  # its own errors name the file and the mismatched keys
     try:
+        if (path / "config.json").is_file() and "AutoencoderTiny" in (path / "config.json").read_text():
+            return AutoencoderTiny.from_pretrained(path, local_files_only=True)
         if path.exists():
             return AutoencoderKL.from_pretrained(path, local_files_only=True)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,7 +164,8 @@ def load_pretrained_vae(source: str) -> AutoencoderKL:
             f"folder of sd-vae-ft-mse (config.json + diffusion_pytorch_model.safetensors) somewhere and pass "
             f"--set autoencoder.source=/path/to/sd-vae-ft-mse, or fill the Hugging Face cache on a machine with "
             f"internet (huggingface-cli download stabilityai/sd-vae-ft-mse) and copy ~/.cache/huggingface here. "
-            f"Use autoencoder.source=train to train a small one instead. ({type(e).__name__}: {e})"
+            f"Use autoencoder.source=taef2 (shipped with dynad) or autoencoder.source=train to train a small one instead. "
+            f"({type(e).__name__}: {e})"
         ) from e
 
 
