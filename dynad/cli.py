@@ -1,4 +1,4 @@
-"""The `dynad` command line: `synth`, `run`, `reproduce`. Each subcommand has --help."""
+"""The `dynad` command line: `synth`, `run`, `tune`, `reproduce`. Each subcommand has --help."""
 
 from __future__ import annotations
 
@@ -37,6 +37,28 @@ def _run(args: argparse.Namespace) -> int:
     keys = ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc")
     print(json.dumps({k: round(result[k], 4) for k in keys if k in result}))
     print(f"results in {args.out} (metrics.json, per_image.csv, per_defect.csv, figures/)")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import yaml
+
+    from dynad.config import load_preset
+    from dynad.results import ensure_data
+    from dynad.tuning import tune
+
+    cfg = load_preset(args.preset, args.set)
+    if args.root is None and args.dataset != "synthetic":
+        print(f"error: --root is required for --dataset {args.dataset}", file=sys.stderr)
+        return 2
+    grid = {}
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+    root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)
+    best = tune(cfg, args.dataset, root, args.category, args.out, models_dir=args.models, grid=grid)
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in best.items()}))
+    print(f"every grid point in {args.out / 'tune.csv'}; the chosen preset in {args.out / 'tuned.yaml'}")
     return 0
 
 
@@ -81,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     r.set_defaults(func=_run)
+
+    t = sub.add_parser("tune", help="choose T_max, eta, lambda and sigma on validation pseudo-defects (no test labels)")
+    t.add_argument("--preset", default="cpu", help="the preset to start from (its training settings are kept)")
+    t.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    t.add_argument("--root", help="data set folder")
+    t.add_argument("--category", required=True)
+    t.add_argument("--out", type=Path, required=True, help="output folder: tune.csv, tuned.yaml, models/")
+    t.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
+    t.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="replace one axis of the grid, e.g. dic.t_max=40,80 (repeatable)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    t.set_defaults(func=_tune)
 
     q = sub.add_parser("reproduce", help="run the notebook sequence for every data set and category, then results/")
     q.add_argument("--preset", default="demo")

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-PRESETS = ("demo", "mvtec", "visa", "btad", "mtd", "tiny")
+PRESETS = ("demo", "cpu", "mvtec", "visa", "btad", "mtd", "tiny")
 
 
 class ConfigError(ValueError):
@@ -39,10 +39,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    # "train": a small AutoencoderKL trained on the category (demo); otherwise a local diffusers folder or a
-    # Hugging Face repo id found in the local cache (e.g. "stabilityai/sd-vae-ft-mse"); never downloaded.
+    # "train": a small AutoencoderKL trained on the category; "taef2": the pretrained tiny autoencoder shipped with
+    # dynad; otherwise a folder (a TAESD-family <name>_encoder/decoder.pth pair, a diffusers AutoencoderTiny or
+    # AutoencoderKL) or a Hugging Face repo id found in the local cache (e.g. "stabilityai/sd-vae-ft-mse"); never downloaded.
     source: str = "stabilityai/sd-vae-ft-mse"
-    scaling_factor: float = 0.18215  # z0 = s * E(x0); SD v1's value
+    scaling_factor: float | None = 0.18215  # z0 = s * E(x0); SD v1's value; None: 1 / std of the training latents
     posterior: str = "mean"  # "mean" (deterministic) or "sample" (the reference code)
     # Architecture and training of the small VAE (used only when source == "train").
     block_out_channels: tuple[int, ...] = (32, 64, 64)  # len - 1 downsamplings: (32, 64, 64) -> factor 4
@@ -77,6 +78,9 @@ class DenoiserConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     checkpoint_every: int = 25  # epochs
+    # Train on t ~ U{0 .. max_train_timestep - 1} only (None: all T, the paper). The sampler never asks for a step
+    # above T_max, so a small CPU budget is better spent on the steps it uses.
+    max_train_timestep: int | None = None
     # Start from an existing denoiser (another category, data set or an earlier run): a checkpoint file or run folder.
     init_from: str | None = None
     finetune_epochs: int = 50  # used instead of `epochs` when init_from is set
@@ -150,6 +154,15 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """Held-out normal training images with pseudo-defects (dynad.validation): how settings are chosen and how a
+    run checks itself. Not in the paper, which trains on every normal image; 0 switches it off."""
+
+    fraction: float = 0.1  # of the training normals, held out of every stage of training
+    seed: int = 0  # which images are held out and which pseudo-defects they get
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     preset: str = "custom"
     seed: int = 42
@@ -164,6 +177,7 @@ class ExperimentConfig:
     reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
     anomaly_map: AnomalyMapConfig = field(default_factory=AnomalyMapConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     # Per-category overrides (the VisA table of METHOD.md section 7): {category: {"reconstruction.eta": 8, ...}}.
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     use_per_category: bool = True

@@ -1,6 +1,6 @@
 """The latent denoiser eps_theta (METHOD.md section 1): a diffusers UNet2DModel trained with the epsilon loss.
 
-    t ~ U{0 .. T-1},  eps ~ N(0, I)
+    t ~ U{0 .. T-1} (or below DenoiserConfig.max_train_timestep),  eps ~ N(0, I)
     z_t  = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps
     loss = || eps - eps_theta(z_t, t) ||^2
 
@@ -51,13 +51,14 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def epsilon_loss(schedule: NoiseSchedule, sample_posterior: bool):
-    """The loss over rows of (B, 2C, h, w): posterior mean and std stacked on the channel axis."""
+def epsilon_loss(schedule: NoiseSchedule, sample_posterior: bool, max_timestep: int | None = None):
+    """The loss over rows of (B, 2C, h, w): posterior mean and std stacked on the channel axis; t below max_timestep."""
+    t_high = schedule.num_train_timesteps if max_timestep is None else min(max_timestep, schedule.num_train_timesteps)
 
     def loss_fn(unet: UNet2DModel, moments: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         mean, std = moments.chunk(2, dim=1)  # (B, C, h, w) each
         z0 = mean + std * torch.randn(mean.shape, generator=gen).to(mean.device) if sample_posterior else mean
-        t = torch.randint(0, schedule.num_train_timesteps, (z0.shape[0],), generator=gen).to(z0.device)
+        t = torch.randint(0, t_high, (z0.shape[0],), generator=gen).to(z0.device)
         eps = torch.randn(z0.shape, generator=gen).to(z0.device)
         z_t = schedule.add_noise(z0, eps, t)
         return F.mse_loss(unet(z_t, t).sample.float(), eps)

@@ -3,18 +3,20 @@
     result = run_experiment(cfg, dataset="synthetic", root="data/synthetic", category="board", out="runs/demo/board")
 
 writes into `out`:
-    metrics.json      image_auroc, pixel_auroc, pro, ..., the kNN baseline, seconds per stage, provenance
+    metrics.json      image_auroc, pixel_auroc, pro, ..., the kNN baseline, seconds per stage, provenance, and
+                      "validation": the self-check on held-out normals with pseudo-defects (dynad.validation)
     per_image.csv     path, label, defect_type, score, knn_distance, bin, t_hat
     per_defect.csv    the metrics split by defect type (each defect type against the normal test images)
     dic.json          training and test kNN distances, bin edges and the bin -> T_hat table (Figure 5)
     maps.npz          anomaly maps and the raw latent / feature maps (float16), ground-truth masks
-    figures/*.png     qualitative panels, the kNN histogram, training curves
+    figures/*.png     qualitative panels, the kNN histogram, training curves, the validation self-check
     pipeline.pt       the fitted pipeline (to score new images alone, and for the step-size explorer)
 Trained models live in `models_dir` (default `out/models`), shared between runs that can reuse them.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dynad import metrics, plots
+from dynad import metrics, plots, validation
 from dynad.anomaly_map import MapNormalization, image_scores
 from dynad.config import ExperimentConfig
 from dynad.data import ImageDataset, make_index
@@ -76,15 +78,25 @@ def fit_pipeline(
 ) -> tuple[DynAD, dict[str, Any], dict[str, Any]]:
     """Load the category's images and fit (or reload from `models_dir`) the pipeline: (pipe, train, test).
 
-    `cfg` is the run's config before the per-category table is applied (applied here).
+    `cfg` is the run's config before the per-category table is applied (applied here). `train["validation"]` is
+    the validation set (held-out normals with pseudo-defects; None when validation.fraction is 0): the held-out
+    images are not in `train["images"]` and no model sees them.
     """
     cfg = cfg.for_category(category)
     t0 = time.perf_counter()
     index = make_index(dataset, root, category)
     train_split = load_split(index, "train", cfg, progress)
     test = load_split(index, "test", cfg, progress)
+    keep, held = validation.holdout(len(train_split["labels"]), cfg.validation.fraction, cfg.validation.seed)
+    images = train_split["images"]
+    train_split["validation"] = (
+        validation.pseudo_defect_set(images[held], images[keep], cfg.validation.seed) if len(held) else None
+    )
+    train_split["images"], train_split["rows"] = images[keep], train_split["rows"].iloc[keep].reset_index(drop=True)
+    train_split["held_out"] = int(len(held))
     load_seconds = time.perf_counter() - t0
-    data_id = {"dataset": dataset, "root": str(Path(root).resolve()), "category": category}
+    data_id = {"dataset": dataset, "root": str(Path(root).resolve()), "category": category,
+               "held_out": validation.held_out_key(cfg.validation, len(keep) + len(held))}  # fmt: skip
     pipe = DynAD.fit(cfg, train_split["images"], models_dir, data_id, progress=progress)
     pipe.provenance["seconds"] = {"load_data": load_seconds, **pipe.provenance["seconds"]}
     return pipe, train_split, test
@@ -111,6 +123,14 @@ def run_experiment(
     pipe, train_split, test = fit_pipeline(cfg, dataset, root, category, models_dir or out / "models", progress)
     cfg = pipe.cfg
     seconds = dict(pipe.provenance["seconds"])
+
+    t0 = time.perf_counter()
+    val_report = None
+    if train_split["validation"] is not None:
+        val_report = validation.validate(pipe, train_split["validation"], train_split["images"])
+        if val_report["warning"]:
+            print(f"WARNING ({dataset}/{category}): {val_report['warning']}", file=sys.stderr)
+    seconds["validation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     res = pipe.infer_all(test["images"], progress=progress)
@@ -147,6 +167,8 @@ def run_experiment(
     figs = out / "figures"
     plots.knn_histogram(dic_info, figs / "knn_histogram.png", title=f"{dataset}/{category}")
     plots.training_curves(pipe.provenance["losses"], figs / "training_curves.png")
+    if val_report is not None:
+        plots.validation_check(val_report, figs / "validation.png", title=f"{dataset}/{category}: validation self-check")
     picks = plots.pick_examples(rows, scores, cfg.eval.num_figures) if figures else []
     if picks:
         rec = pipe.infer(test["images"][picks], generator=torch.Generator().manual_seed(cfg.seed))
@@ -175,6 +197,8 @@ def run_experiment(
         "category": category,
         **m,
         "n_train": int(len(train_split["rows"])),
+        "n_held_out": train_split["held_out"],
+        "validation": val_report,
         "n_test": int(len(rows)),
         "seconds": seconds,
         "choices": choices(cfg),

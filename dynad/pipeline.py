@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from dynad import anomaly_map as am
-from dynad.autoencoder import LatentCodec, build_small_vae, load_pretrained_vae, vae_loss
+from dynad.autoencoder import (
+    LatentCodec, autoencoder_from_architecture, build_small_vae, load_pretrained_vae, measured_scaling_factor, vae_loss,
+)  # fmt: skip
 from dynad.config import ExperimentConfig, apply_overrides
 from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet_weights
 from dynad.dic import DynamicConditioning
@@ -125,12 +126,18 @@ class DynAD:
                 checkpoint_every=max(1, cfg.autoencoder.epochs // 4), seed=cfg.seed, device=device,
                 mixed_precision=cfg.mixed_precision, desc="autoencoder", progress=progress,
             )  # fmt: skip
-            codec = LatentCodec(vae, cfg.autoencoder.scaling_factor, cfg.autoencoder.posterior)
             prov["weights"]["autoencoder"] = f"trained from scratch on the category ({path.name})"
         else:
             vae = load_pretrained_vae(cfg.autoencoder.source)
-            codec = LatentCodec(vae, cfg.autoencoder.scaling_factor, cfg.autoencoder.posterior)
             prov["weights"]["autoencoder"] = f"pretrained: {cfg.autoencoder.source}"
+        if cfg.reconstruction.space != "pixel":
+            vae = vae.to(device).eval()
+            s = cfg.autoencoder.scaling_factor
+            if s is None:  # measured: unit-variance training latents, as the noise schedule assumes
+                s = measured_scaling_factor(vae, train_images)
+                prov["weights"]["autoencoder"] += f", latent scale {s:.4f} measured on the training latents"
+            prov["latent_scaling_factor"] = s
+            codec = LatentCodec(vae, s, cfg.autoencoder.posterior)
         codec = codec.to(device).eval()
         prov["seconds"]["train_autoencoder"] = time.perf_counter() - t0
 
@@ -151,7 +158,7 @@ class DynAD:
             epochs, lr = d.finetune_epochs, d.finetune_lr
         schedule = NoiseSchedule(d.num_train_timesteps, d.beta_start, d.beta_end)
         prov["losses"]["denoiser"] = train(
-            unet, moments, epsilon_loss(schedule, cfg.autoencoder.posterior == "sample"), epochs=epochs,
+            unet, moments, epsilon_loss(schedule, cfg.autoencoder.posterior == "sample", d.max_train_timestep), epochs=epochs,
             batch_size=d.batch_size, lr=lr, weight_decay=d.weight_decay, ckpt_path=path, config=den_key,
             checkpoint_every=d.checkpoint_every, seed=cfg.seed, device=device, mixed_precision=cfg.mixed_precision,
             desc="denoiser", progress=progress,
@@ -190,8 +197,8 @@ class DynAD:
         pipe.dic.fit(pipe.knn_descriptors(train_images))
         prov["seconds"]["fit_knn"] = time.perf_counter() - t0
         pipe.provenance = prov
-        if cfg.anomaly_map.normalization == "train":
-            pipe.fit_train_normalization(train_images)
+        # Always: training statistics let one new image (validation, `dynad predict`) be scored alone.
+        pipe.fit_train_normalization(train_images)
         return pipe
 
     @torch.no_grad()
@@ -300,7 +307,8 @@ class DynAD:
                 "config": self.cfg.to_dict(),
                 # The architectures travel with the weights, so loading needs neither sd-vae-ft-mse nor the
                 # backbone's ImageNet file.
-                "vae_config": None if self.codec.vae is None else dict(self.codec.vae.config),
+                "vae_config": self.codec.architecture(),
+                "latent_scaling_factor": self.codec.scaling_factor,
                 "extractor_label": self.extractor.weights_label,
                 "codec": self.codec.state_dict(),
                 "unet": self.unet.state_dict(),
@@ -321,12 +329,13 @@ class DynAD:
         if cfg.reconstruction.space == "pixel":
             vae = None
         elif state.get("vae_config"):
-            vae = AutoencoderKL.from_config(state["vae_config"])
+            vae = autoencoder_from_architecture(state["vae_config"])
         elif cfg.autoencoder.source == "train":  # older checkpoints hold no architecture: rebuild it from the config
             vae = build_small_vae(cfg.autoencoder, cfg.data.image_size)
         else:
             vae = load_pretrained_vae(cfg.autoencoder.source)
-        codec = LatentCodec(vae, cfg.autoencoder.scaling_factor, cfg.autoencoder.posterior)
+        scale = state.get("latent_scaling_factor", cfg.autoencoder.scaling_factor)
+        codec = LatentCodec(vae, scale, cfg.autoencoder.posterior)
         codec.load_state_dict(state["codec"])
         unet = build_unet(cfg.denoiser, cfg.data.image_size // codec.downsampling, codec.latent_channels)
         unet.load_state_dict(state["unet"])

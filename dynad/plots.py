@@ -124,3 +124,33 @@ def qualitative_panels(
                 ax.set_title(cols[j], fontsize=8)
         axes[i][0].set_ylabel(titles[i], fontsize=7)
     return save(fig, path, pdf)
+
+
+def validation_check(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """The run's self-check: validation AUROCs (by pseudo-defect family) against the unreliable line, and the mean
+    latent / feature error on normal vs pseudo-defect pixels (a map that is not higher on defects cannot work)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    names = ["image", "pixel"] + list(report["image_auroc_by_family"])
+    values = [report["image_auroc"], report["pixel_auroc"]] + list(report["image_auroc_by_family"].values())
+    colours = ["tab:blue", "tab:blue"] + ["tab:gray"] * len(report["image_auroc_by_family"])
+    a.bar(names, values, color=colours)
+    a.axhline(0.6, color="tab:red", ls="--", lw=1, label="unreliable below 0.6")
+    a.axhline(0.5, color="k", lw=0.5)
+    a.set_ylim(0, 1)
+    a.set_ylabel("validation AUROC")
+    a.tick_params(axis="x", rotation=30)
+    a.legend(loc="lower right", fontsize=8)
+    psnr = report.get("autoencoder_psnr")
+    a.set_title(f"pseudo-defects ({report['n_defective']} vs {report['n_normal']} normal)"
+                + (f"; autoencoder PSNR {psnr:.1f} dB" if psnr is not None else ""), fontsize=9)  # fmt: skip
+    x = np.arange(2)
+    for k, (where, colour) in enumerate((("normal", "tab:green"), ("defect", "tab:red"))):
+        raw = [report[f"latent_error_{where}"], report[f"feature_error_{where}"]]
+        ref = [max(report["latent_error_normal"], 1e-12), max(report["feature_error_normal"], 1e-12)]
+        b.bar(x + 0.38 * k, np.array(raw) / np.array(ref), width=0.38, color=colour, label=f"{where} pixels")
+    b.set_xticks(x + 0.19, ["latent map", "feature map"])
+    b.set_ylabel("mean error / mean on normal pixels")
+    b.legend(fontsize=8)
+    fig.suptitle(title or "validation self-check", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
