@@ -118,13 +118,9 @@ def autoencoder_from_architecture(arch: dict) -> Autoencoder:
     return AutoencoderKL.from_config(arch)  # older checkpoints stored the bare AutoencoderKL config
 
 
-@torch.no_grad()
-def measured_scaling_factor(vae: Autoencoder, images: torch.Tensor, batch_size: int = 16) -> float:
-    """1 / std of the unscaled training latents (the diffusers convention for choosing `scaling_factor`)."""
-    codec = LatentCodec(vae, 1.0)
-    device = next(vae.parameters()).device
-    z = torch.cat([codec.encode(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
-    return round(float(1.0 / z.std().clamp_min(1e-6)), 4)  # 4 decimals: the same value at any thread count
+def latent_scale(latents: torch.Tensor) -> float:
+    """1 / std of unscaled training latents (the diffusers convention for choosing `scaling_factor`)."""
+    return round(float(1.0 / latents.float().std().clamp_min(1e-6)), 4)  # 4 decimals: the same at any thread count
 
 
 def build_small_vae(cfg: AutoencoderConfig, image_size: int) -> AutoencoderKL:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from dynad import anomaly_map as am
 from dynad.autoencoder import (
-    LatentCodec, autoencoder_from_architecture, build_small_vae, load_pretrained_vae, measured_scaling_factor, vae_loss,
+    LatentCodec, autoencoder_from_architecture, build_small_vae, load_pretrained_vae, latent_scale, vae_loss,
 )  # fmt: skip
 from dynad.config import ExperimentConfig, apply_overrides
 from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet_weights
@@ -130,23 +130,26 @@ class DynAD:
         else:
             vae = load_pretrained_vae(cfg.autoencoder.source)
             prov["weights"]["autoencoder"] = f"pretrained: {cfg.autoencoder.source}"
+
+        # 2. Denoiser on precomputed latent moments (encoded once: a measured scale rescales them).
         if cfg.reconstruction.space != "pixel":
             vae = vae.to(device).eval()
-            s = cfg.autoencoder.scaling_factor
-            if s is None:  # measured: unit-variance training latents, as the noise schedule assumes
-                s = measured_scaling_factor(vae, train_images)
-                prov["weights"]["autoencoder"] += f", latent scale {s:.4f} measured on the training latents"
-            prov["latent_scaling_factor"] = s
-            codec = LatentCodec(vae, s, cfg.autoencoder.posterior)
+            codec = LatentCodec(vae, 1.0, cfg.autoencoder.posterior)
         codec = codec.to(device).eval()
-        prov["seconds"]["train_autoencoder"] = time.perf_counter() - t0
-
-        # 2. Denoiser on precomputed latent moments.
-        t0 = time.perf_counter()
         with torch.no_grad():
             moments = torch.cat(
                 [torch.cat(codec.posterior_moments(b.to(device)), dim=1).cpu() for b in _batches(train_images, 16)]
-            )  # (N, 2C, h, w): mean and std stacked
+            )  # (N, 2C, h, w): mean and std stacked, unscaled
+        if cfg.reconstruction.space != "pixel":
+            s = cfg.autoencoder.scaling_factor
+            if s is None:  # measured: unit-variance training latents, as the noise schedule assumes
+                s = latent_scale(moments[:, : codec.latent_channels])
+                prov["weights"]["autoencoder"] += f", latent scale {s:.4f} measured on the training latents"
+            prov["latent_scaling_factor"] = s
+            codec.scaling_factor = s
+            moments = moments * s
+        prov["seconds"]["train_autoencoder"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         den_key = {"autoencoder": ae_key, "space": cfg.reconstruction.space, "denoiser": asdict(cfg.denoiser)}
         unet = build_unet(cfg.denoiser, size // codec.downsampling, codec.latent_channels)
         d = cfg.denoiser

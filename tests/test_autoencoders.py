@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from dynad import taesd
-from dynad.autoencoder import LatentCodec, autoencoder_from_architecture, load_pretrained_vae, measured_scaling_factor
+from dynad.autoencoder import LatentCodec, autoencoder_from_architecture, latent_scale, load_pretrained_vae
 
 MTD = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile"
 
@@ -62,7 +62,7 @@ def test_taef2_reconstructs_magnetic_tile_photos_sharply_and_the_scale_is_measur
         for f in files
     ]).float() / 127.5 - 1  # fmt: skip
     vae = load_pretrained_vae("taef2")
-    s = measured_scaling_factor(vae, x)
+    s = latent_scale(LatentCodec(vae, 1.0).encode(x))
     codec = LatentCodec(vae, s)
     z = codec.encode(x)
     assert abs(float(z.std()) - 1) < 0.01  # the measured scale gives unit-variance latents
