@@ -48,20 +48,21 @@ def is_complete(out: str | Path) -> bool:
 def storage_estimate(cfg: ExperimentConfig) -> tuple[int, int]:
     """Rough bytes a run needs: (models folder, output folder), from the parameter counts (meta tensors, no memory).
 
-    A checkpoint holds the weights and AdamW's two moments (12 bytes a parameter), twice while it is replaced.
+    A checkpoint holds the weights and AdamW's two moments (12 bytes a parameter), twice while it is replaced;
+    pipeline.pt holds the weights (4 bytes a parameter).
     """
     size = cfg.data.image_size
     with torch.device("meta"):
-        factor, channels, vae_params = 1, 3, 0
+        factor, channels, vae_params, trained_vae = 1, 3, 0, 0
         if cfg.reconstruction.space == "latent" and cfg.autoencoder.source == "train":
             vae = build_small_vae(cfg.autoencoder, size)
             factor, channels = 2 ** (len(cfg.autoencoder.block_out_channels) - 1), cfg.autoencoder.latent_channels
-            vae_params = count_parameters(vae)
+            vae_params = trained_vae = count_parameters(vae)
         elif cfg.reconstruction.space == "latent":
-            factor, channels, vae_params = 8, 4, 84_000_000  # sd-vae-ft-mse
+            factor, channels, vae_params = 8, 4, 84_000_000  # sd-vae-ft-mse, read from its own folder
         unet_params = count_parameters(build_unet(cfg.denoiser, max(size // factor, 1), channels))
     margin = 256 << 20  # the feature extractor, tables, figures
-    return 2 * 12 * (vae_params + unet_params) + margin, 4 * (vae_params + unet_params) + margin
+    return 2 * 12 * (trained_vae + unet_params) + margin, 4 * (vae_params + unet_params) + margin
 
 
 def load_split(index: pd.DataFrame, split: str, cfg: ExperimentConfig, progress: bool) -> dict[str, Any]:

@@ -38,9 +38,7 @@ class RunFolderError(RuntimeError):
 def claim(out: str | Path, identity: dict[str, Any], overwrite: bool = False) -> None:
     """Make `out` this run's folder: refuse one that holds another identity's run (unless `overwrite`)."""
     out = Path(out)
-    previous = _read_json(out / CLAIM)
-    if previous is None and (out / "metrics.json").is_file():  # a run made before run.json existed
-        previous = {"unknown": "a run without run.json"}
+    previous = _read_json(out / CLAIM) or _legacy_identity(out)
     if previous is not None and previous != identity and not overwrite:
         diff = ", ".join(f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in identity
                          if previous.get(k) != identity.get(k))  # fmt: skip
@@ -48,6 +46,16 @@ def claim(out: str | Path, identity: dict[str, Any], overwrite: bool = False) ->
                              f"folder, or pass --overwrite (overwrite=True) to replace them")  # fmt: skip
     (out / MANIFEST).unlink(missing_ok=True)  # not complete until this run's manifest is written
     write_json(out / CLAIM, identity)
+
+
+def _legacy_identity(out: Path) -> dict[str, Any] | None:
+    """The identity of a run written before run.json existed, from its metrics.json (None: no run there)."""
+    m = _read_json(out / "metrics.json")
+    if m is None:
+        return None
+    config = m.get("provenance", {}).get("config")
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]  # = ExperimentConfig.hash()
+    return {"dataset": m.get("dataset"), "category": m.get("category"), "config": digest}
 
 
 def _sha256(path: Path) -> str:

@@ -240,6 +240,16 @@ def test_other_config_into_a_used_folder_is_refused(data_copy, fitted, one_run):
     assert (one_run / "metrics.json").read_bytes() == before and is_complete(one_run)
 
 
+def test_run_made_before_run_json_is_recognised(one_run, tmp_path):
+    """A folder without run.json is identified by its metrics.json: the same run may continue, another may not."""
+    legacy = Path(shutil.copytree(one_run, tmp_path / "legacy"))
+    identity = json.loads((legacy / run_folder.CLAIM).read_text())
+    (legacy / run_folder.CLAIM).unlink()
+    with pytest.raises(run_folder.RunFolderError, match="config: "):
+        run_folder.claim(legacy, {**identity, "config": "0" * 12})
+    run_folder.claim(legacy, identity)
+
+
 def test_changed_or_half_written_run_is_not_complete(one_run, tmp_path):
     copy = Path(shutil.copytree(one_run, tmp_path / "copy"))
     assert is_complete(copy)
