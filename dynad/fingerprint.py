@@ -45,17 +45,18 @@ def _read_cache(path: Path) -> dict[str, list]:
 def data_fingerprint(paths: Iterable[str | Path], root: str | Path) -> str:
     """Hash of (path relative to `root`, size, content hash) of every file, in sorted order."""
     root = Path(root).resolve()
-    files = sorted({Path(p).resolve() for p in paths})
+    prefix = str(root) + os.sep
+    files = sorted({os.path.abspath(p) for p in paths})  # strings: 10,000 Path objects cost more than the stats
     cache_file = cache_dir() / f"{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
     cache = _read_cache(cache_file)
     fresh: dict[str, list] = {}
     h = hashlib.sha256()
     for p in files:
-        rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
-        st = p.stat()
+        rel = p[len(prefix):].replace(os.sep, "/") if p.startswith(prefix) else p
+        st = os.stat(p)
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
         entry = cache.get(rel)
-        digest = entry[3] if entry and entry[:3] == stamp else _file_hash(p)
+        digest = entry[3] if entry and entry[:3] == stamp else _file_hash(Path(p))
         fresh[rel] = [*stamp, digest]
         h.update(f"{rel}|{st.st_size}|{digest}\n".encode())
     if any(cache.get(k) != v for k, v in fresh.items()):
