@@ -248,6 +248,9 @@ def test_run_made_before_run_json_is_recognised(one_run, tmp_path):
     with pytest.raises(run_folder.RunFolderError, match="config: "):
         run_folder.claim(legacy, {**identity, "config": "0" * 12})
     run_folder.claim(legacy, identity)
+    other = {**identity, "config": "0" * 12}
+    run_folder.claim(legacy, other, overwrite=True)  # --overwrite: the folder is the new run's, not yet complete
+    assert json.loads((legacy / run_folder.CLAIM).read_text()) == other and not is_complete(legacy)
 
 
 def test_changed_or_half_written_run_is_not_complete(one_run, tmp_path):
