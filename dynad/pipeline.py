@@ -341,7 +341,7 @@ class DynAD:
         Only settings read at inference time make sense here (reconstruction, dic, anomaly_map); the kNN is
         refitted from the stored training features so that DIC options take effect.
         """
-        cfg = apply_overrides(self.cfg, overrides)
+        cfg = check_config(apply_overrides(self.cfg, overrides), n_train=len(self.dic.train_features))
         dic = DynamicConditioning(cfg.dic, cfg.reconstruction.num_steps).fit(self.dic.train_features)
         other = DynAD(cfg, self.codec, self.unet, self.extractor, dic, self.device, self.provenance)
         other.train_normalization = self.train_normalization
