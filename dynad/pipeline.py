@@ -319,7 +319,8 @@ class DynAD:
         if x.dtype == torch.uint8:
             x = x.float() / 127.5 - 1
         elif not x.is_floating_point():
-            raise ValueError(f"score() expects float images in [-1, 1] or uint8 images in [0, 255], got dtype {x.dtype}")
+            raise ValueError(f"score() expects float images in [-1, 1] or uint8 images in [0, 255], "
+                             f"got dtype {x.dtype}")  # fmt: skip
         x = x.float()
         bad = int((~torch.isfinite(x)).sum())
         if bad:

@@ -167,7 +167,8 @@ def prepare_folder(folder: str | Path, need_bytes: int, what: str) -> None:
         raise RunFolderError(f"{what} {folder} is not writable: {e.strerror or e}") from e
     removed = clean_stale_tmp(folder)
     if removed:
-        warnings.warn(f"removed {len(removed)} temporary file(s) that an interrupted run left in {folder}", stacklevel=2)
+        warnings.warn(f"removed {len(removed)} temporary file(s) that an interrupted run left in {folder}",
+                      stacklevel=2)  # fmt: skip
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
         raise RunFolderError(f"{what} {folder} has {free / 2**20:.0f} MiB free; this run needs about "

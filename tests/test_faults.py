@@ -295,8 +295,10 @@ def test_unwritable_or_full_folders_fail_before_training(tmp_path, monkeypatch):
         run_folder.prepare_folder(tmp_path, 0, "output folder")
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
-                                   RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 8331712 vs 8331608")])  # fmt: skip
+TORCH_SHORT_WRITE = "[enforce fail at inline_container.cc:664] . unexpected pos 8331712 vs 8331608"
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), RuntimeError(TORCH_SHORT_WRITE)])
 def test_full_disk_names_the_file(tmp_path, error):
     target = tmp_path / "ckpt.pt"
     with pytest.raises(OSError, match=f"no space left on the device to write {target}"):
