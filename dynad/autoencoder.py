@@ -17,7 +17,6 @@ For the pixel-space ablation the codec is the identity.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

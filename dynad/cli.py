@@ -12,28 +12,34 @@ DEFAULT_SYNTH_ROOT = Path("data/synthetic")
 
 def _synth(args: argparse.Namespace) -> int:
     from dynad import synthetic
+    from dynad.config import ConfigError
 
-    cfg = synthetic.SynthConfig(
-        image_size=args.size, n_train=args.n_train, n_test_good=args.n_test_good,
-        n_test_per_defect=args.n_test_per_defect, seed=args.seed,
-    )  # fmt: skip
+    try:
+        cfg = synthetic.SynthConfig(
+            image_size=args.size, n_train=args.n_train, n_test_good=args.n_test_good,
+            n_test_per_defect=args.n_test_per_defect, seed=args.seed,
+        )  # fmt: skip
+    except ValueError as e:  # out-of-range sizes and counts: one line, not a traceback
+        raise ConfigError(f"dynad synth: {e}") from None
     out = synthetic.ensure(args.out, cfg)
     print(f"synthetic data set (MVTec layout) in {out}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dynad.checks import check_config
     from dynad.config import load_preset
     from dynad.experiment import run_experiment
 
     from dynad.results import ensure_data
 
-    cfg = load_preset(args.preset, args.set)
+    cfg = check_config(load_preset(args.preset, args.set).for_category(args.category))
     if args.root is None and args.dataset != "synthetic":
         print(f"error: --root is required for --dataset {args.dataset}", file=sys.stderr)
         return 2
     root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)  # the synthetic set is made when missing
-    result = run_experiment(cfg, args.dataset, root, args.category, args.out, models_dir=args.models)
+    result = run_experiment(cfg, args.dataset, root, args.category, args.out, models_dir=args.models,
+                            overwrite=args.overwrite)  # fmt: skip
     keys = ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc")
     print(json.dumps({k: round(result[k], 4) for k in keys if k in result}))
     print(f"results in {args.out} (metrics.json, per_image.csv, per_defect.csv, figures/)")
@@ -102,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, required=True, help="output folder")
     r.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    r.add_argument("--overwrite", action="store_true", help="replace the results of another run in OUT")
     r.set_defaults(func=_run)
 
     t = sub.add_parser("tune", help="choose T_max, eta, lambda and sigma on validation pseudo-defects (no test labels)")
@@ -135,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dynad.config import ConfigError
     from dynad.data import DatasetError
+    from dynad.run_folder import RunFolderError
+    from dynad.training import CheckpointError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, RunFolderError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -28,6 +28,7 @@ reference code do, bilinearly and then thresholded ("bilinear").
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +123,12 @@ def _files(folder: Path, exts: Iterable[str]) -> list[Path]:
     if not folder.is_dir():
         return []
     exts = tuple(exts)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts)  # fmt: skip
+    named = [p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in exts]
+    broken = sorted(p for p in named if p.is_symlink() and not p.exists())
+    if broken:  # skipped, but never silently: the data set is smaller than the folder suggests
+        warnings.warn(f"skipped {len(broken)} broken symbolic link(s) in {folder} (first: {broken[0].name})",
+                      stacklevel=2)  # fmt: skip
+    return sorted(p for p in named if p.is_file())
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -258,8 +263,8 @@ def _check_mtd_masks(imgs_dir: Path, images: list[Path]) -> dict[str, Path]:
     return masks
 
 
-def _open(path: str | Path, mode: str | None) -> Image.Image:
-    """The fully decoded image in `mode` (None: as stored); any failure becomes a DatasetError naming the file."""
+def _open(path: str | Path) -> Image.Image:
+    """The fully decoded image, in its stored mode; any failure becomes a DatasetError naming the file."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # With this global set, PIL pads truncated files with grey instead of failing.
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by other code); dynad refuses to "
@@ -267,9 +272,30 @@ def _open(path: str | Path, mode: str | None) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert(mode) if mode is not None else im.copy()
+            return im.copy()
     except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, EOFError, ... on corrupt data
         raise DatasetError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+
+
+def _high_depth_grey(im: Image.Image, path: str | Path) -> np.ndarray | None:
+    """A 16-bit or 32-bit greyscale image as (H, W) float32 in [0, 1], scaled by its bit depth; None for 8-bit ones.
+
+    PIL's convert("RGB"/"L") clips such values at 255, so a 16-bit image would load all white.
+    """
+    if im.mode.startswith("I;16"):
+        return np.asarray(im, dtype=np.float32) / 65535
+    if im.mode not in ("I", "F"):
+        return None
+    a = np.asarray(im, dtype=np.float32)
+    if im.mode == "I":  # 32-bit integers; 16-bit files (TIFF) also open so
+        if a.min() < 0 or a.max() > 65535:
+            raise DatasetError(f"image file {path}: 32-bit integer values in [{a.min():g}, {a.max():g}]; dynad reads "
+                               f"8-bit and 16-bit integer images and float images in [0, 1]")  # fmt: skip
+        return a / 65535
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:  # mode "F"
+        raise DatasetError(f"image file {path}: float values in [{np.nanmin(a):g}, {np.nanmax(a):g}]; float images "
+                           f"must hold values in [0, 1]")  # fmt: skip
+    return a
 
 
 def _check_size(size: int) -> None:
@@ -280,15 +306,20 @@ def _check_size(size: int) -> None:
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """(3, size, size) float32 in [-1, 1]; greyscale files repeat to 3 channels; bilinear resize, no crop."""
     _check_size(size)
+    im = _open(path)
+    grey = _high_depth_grey(im, path)
+    if grey is not None:  # resized in float, then repeated to 3 channels
+        g = np.array(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR))  # (S, S)
+        return torch.from_numpy(g).clamp(0, 1)[None].repeat(3, 1, 1) * 2 - 1  # (3, S, S)
     # PIL's bilinear filter (antialiased when shrinking) is what torchvision's Resize does on PIL images.
-    im = _open(path, "RGB").resize((size, size), Image.Resampling.BILINEAR)
+    im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     x = torch.from_numpy(np.array(im, dtype=np.float32)).permute(2, 0, 1)  # (3, S, S)
     return x / 127.5 - 1
 
 
 def _mask_values(path: str | Path, encoding: str) -> tuple[np.ndarray, np.ndarray]:
     """The stored mask as (soft value in [0, 1], defect) arrays (H, W), read by its value convention."""
-    im = _open(path, None)
+    im = _open(path)
     # Single-channel files keep their stored values (a palette file its class indices); colour ones go to grey.
     raw = np.asarray(im if im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L") else im.convert("L"))
     raw = raw.astype(np.float64)  # (H, W)

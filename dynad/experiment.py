@@ -11,6 +11,8 @@ writes into `out`:
     maps.npz          anomaly maps and the raw latent / feature maps (float16), ground-truth masks
     figures/*.png     qualitative panels, the kNN histogram, training curves, the validation self-check
     pipeline.pt       the fitted pipeline (to score new images alone, and for the step-size explorer)
+    run.json          which data set, category and config own the folder (written first)
+    run_manifest.json every file above with its size and sha256 (written last: the run is complete)
 Trained models live in `models_dir` (default `out/models`), shared between runs that can reuse them.
 """
 
@@ -27,10 +29,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dynad import metrics, plots, validation
+from dynad import metrics, plots, run_folder, validation
 from dynad.anomaly_map import MapNormalization, image_scores
+from dynad.autoencoder import build_small_vae
+from dynad.checks import check_config
 from dynad.config import ExperimentConfig
 from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, make_index, mask_is_empty
+from dynad.denoiser import build_unet, count_parameters
+from dynad.fingerprint import data_fingerprint
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, record, write_json
 
@@ -38,8 +44,28 @@ RESULT_FILES = ("metrics.json", "per_image.csv", "per_defect.csv", "dic.json")
 
 
 def is_complete(out: str | Path) -> bool:
-    out = Path(out)
-    return all((out / f).is_file() for f in RESULT_FILES)
+    """The run in `out` finished and its files are as its manifest lists them (see `dynad.run_folder`)."""
+    return run_folder.is_complete(out)
+
+
+def storage_estimate(cfg: ExperimentConfig) -> tuple[int, int]:
+    """Rough bytes a run needs: (models folder, output folder), from the parameter counts (meta tensors, no memory).
+
+    A checkpoint holds the weights and AdamW's two moments (12 bytes a parameter), twice while it is replaced;
+    pipeline.pt holds the weights (4 bytes a parameter).
+    """
+    size = cfg.data.image_size
+    with torch.device("meta"):
+        factor, channels, vae_params, trained_vae = 1, 3, 0, 0
+        if cfg.reconstruction.space == "latent" and cfg.autoencoder.source == "train":
+            vae = build_small_vae(cfg.autoencoder, size)
+            factor, channels = 2 ** (len(cfg.autoencoder.block_out_channels) - 1), cfg.autoencoder.latent_channels
+            vae_params = trained_vae = count_parameters(vae)
+        elif cfg.reconstruction.space == "latent":
+            factor, channels, vae_params = 8, 4, 84_000_000  # sd-vae-ft-mse, read from its own folder
+        unet_params = count_parameters(build_unet(cfg.denoiser, max(size // factor, 1), channels))
+    margin = 256 << 20  # the feature extractor, tables, figures
+    return 2 * 12 * (trained_vae + unet_params) + margin, 4 * (vae_params + unet_params) + margin
 
 
 def load_split(
@@ -114,9 +140,10 @@ def fit_pipeline(
     cfg = cfg.for_category(category)
     t0 = time.perf_counter()
     index = make_index(dataset, root, category)
+    keep, held = validation.holdout(int((index.split == "train").sum()), cfg.validation.fraction, cfg.validation.seed)
+    check_config(cfg, n_train=len(keep))  # before hours of training, not after
     train_split = load_split(index, "train", cfg, progress)
     test = load_split(index, "test", cfg, progress, MASK_ENCODING[dataset])
-    keep, held = validation.holdout(len(train_split["labels"]), cfg.validation.fraction, cfg.validation.seed)
     images = train_split["images"]
     train_split["validation"] = (
         validation.pseudo_defect_set(images[held], images[keep], cfg.validation.seed) if len(held) else None
@@ -124,10 +151,15 @@ def fit_pipeline(
     train_split["images"], train_split["rows"] = images[keep], train_split["rows"].iloc[keep].reset_index(drop=True)
     train_split["held_out"] = int(len(held))
     load_seconds = time.perf_counter() - t0
-    data_id = {"dataset": dataset, "root": str(Path(root).resolve()), "category": category,
+    # Stored models are keyed on the training files' contents (the held-out ones excluded), not on the folder's path.
+    data_id = {"dataset": dataset, "category": category,
+               "fingerprint": data_fingerprint(train_split["rows"].image_path, root),
                "held_out": validation.held_out_key(cfg.validation, len(keep) + len(held))}  # fmt: skip
+    test_files = [*test["rows"].image_path, *test["rows"].mask_path.dropna()]
     pipe = DynAD.fit(cfg, train_split["images"], models_dir, data_id, progress=progress)
     pipe.provenance["seconds"] = {"load_data": load_seconds, **pipe.provenance["seconds"]}
+    pipe.provenance["data"] = {"root": str(Path(root).resolve()), "train_fingerprint": data_id["fingerprint"],
+                               "test_fingerprint": data_fingerprint(test_files, root)}  # fmt: skip
     return pipe, train_split, test
 
 
@@ -141,15 +173,23 @@ def run_experiment(
     progress: bool = True,
     save_pipeline: bool = True,
     figures: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the method on one category and write the results into `out`; returns the metrics dict.
 
     `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps).
+    `out` may hold an earlier run of the same data and config (it is redone); another run's folder raises
+    RunFolderError unless `overwrite`.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    models_dir = Path(models_dir or out / "models")
+    cat_cfg = check_config(cfg.for_category(category))  # the data-dependent checks follow in fit_pipeline
+    need_models, need_out = storage_estimate(cat_cfg)
+    run_folder.prepare_folder(out, need_out, "output folder")
+    run_folder.prepare_folder(models_dir, need_models, "models folder")
+    run_folder.claim(out, {"dataset": dataset, "category": category, "config": cat_cfg.hash()}, overwrite)
     t_start = time.perf_counter()
-    pipe, train_split, test = fit_pipeline(cfg, dataset, root, category, models_dir or out / "models", progress)
+    pipe, train_split, test = fit_pipeline(cfg, dataset, root, category, models_dir, progress)
     cfg = pipe.cfg
     seconds = dict(pipe.provenance["seconds"])
 
@@ -234,9 +274,12 @@ def run_experiment(
         "seconds": seconds,
         "choices": choices(cfg),
         "denoiser_parameters": pipe.provenance.get("denoiser_parameters"),
+        "data": pipe.provenance["data"],  # the data fingerprints: which files made the number
         "provenance": record(cfg.to_dict(), pipe.device, pipe.provenance["weights"]),
     }
-    write_json(out / "metrics.json", result)  # last: its presence marks the run complete
+    write_json(out / "metrics.json", result)
+    written = [*RESULT_FILES, "maps.npz", *(["pipeline.pt"] if save_pipeline else []), *figs.glob("*.png")]
+    run_folder.write_manifest(out, written)  # last: the run is complete when its files match this list
     return result
 
 

@@ -22,13 +22,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dynad import anomaly_map as am
 from dynad.autoencoder import (
-    LatentCodec, autoencoder_from_architecture, build_small_vae, load_pretrained_vae, latent_scale, vae_loss,
+    LatentCodec, autoencoder_from_architecture, build_small_vae, latent_scale, load_pretrained_vae, vae_loss,
 )  # fmt: skip
-from dynad.config import ExperimentConfig, apply_overrides
+from dynad.checks import check_config
+from dynad.config import ConfigError, ExperimentConfig, apply_overrides
 from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet_weights
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
@@ -103,8 +105,10 @@ class DynAD:
     ) -> "DynAD":
         """Build the pipeline from normal training images (N, 3, S, S) in [-1, 1].
 
-        `data_id` names the data (dataset, root, category) so that stored models are reused only for the same data.
+        `data_id` names the data (dataset, category, fingerprint of the training files) so that stored models are
+        reused only for the same data.
         """
+        check_config(cfg, n_train=train_images.shape[0])
         models_dir = Path(models_dir)
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
@@ -136,6 +140,9 @@ class DynAD:
             vae = vae.to(device).eval()
             codec = LatentCodec(vae, 1.0, cfg.autoencoder.posterior)
         codec = codec.to(device).eval()
+        if size % codec.downsampling:
+            raise ConfigError(f"data.image_size = {size}: must be divisible by the downsampling factor "
+                              f"{codec.downsampling} of the autoencoder {cfg.autoencoder.source}")  # fmt: skip
         with torch.no_grad():
             moments = torch.cat(
                 [torch.cat(codec.posterior_moments(b.to(device)), dim=1).cpu() for b in _batches(train_images, 16)]
@@ -279,14 +286,65 @@ class DynAD:
         norm = normalization or am.MapNormalization.from_maps(latent, feature)
         return am.combine(latent, feature, norm, self.cfg.anomaly_map)
 
-    def score(self, x: torch.Tensor) -> dict:
-        """Score images alone (no test set): maps normalised with the training statistics."""
+    def score(self, x: torch.Tensor | np.ndarray) -> dict:
+        """Score images alone (no test set): maps normalised with the training statistics.
+
+        `x` is (B, C, H, W), (C, H, W) or (H, W), C 1 or 3, float in [-1, 1] or uint8 in [0, 255] (see
+        `prepare_input`). Images of another size are resized to the training size, and the maps and the
+        reconstruction are returned at the input's (H, W); `pred_score` is the maximum of the map at the training
+        size, so that it compares with the training statistics.
+        """
         if self.train_normalization is None:
             raise RuntimeError("score() needs anomaly_map.normalization='train' (or call fit_train_normalization)")
+        x, (h, w) = self.prepare_input(x)
         out = self.infer(x)
         out["anomaly_map"] = self.anomaly_maps(out["latent_map"], out["feature_map"], self.train_normalization)
         out["pred_score"] = am.image_scores(out["anomaly_map"])
+        if (h, w) != tuple(x.shape[-2:]):
+            for k in ("anomaly_map", "latent_map", "feature_map"):  # (B, S, S) -> (B, H, W)
+                out[k] = F.interpolate(out[k][:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+            out["reconstruction"] = F.interpolate(out["reconstruction"], size=(h, w), mode="bilinear",
+                                                  align_corners=False)  # fmt: skip
         return out
+
+    def prepare_input(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """What a user passes -> ((B, 3, S, S) float32 in [-1, 1] at the training size S, the input's (H, W)).
+
+        Converts: (H, W) and (C, H, W) to a batch of one, one channel to three, uint8 [0, 255] to [-1, 1], float16/64
+        to float32, another size to S x S (bilinear). Raises ValueError for anything else: other channel counts or
+        dtypes, non-finite values, float values outside [-1, 1] (an image still in [0, 1] or [0, 255]).
+        """
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"score() expects a torch.Tensor or numpy array, got {type(x).__name__}")
+        shape = tuple(x.shape)
+        if x.ndim == 2:
+            x = x[None, None]  # (H, W) -> (1, 1, H, W)
+        elif x.ndim == 3:
+            x = x[None]  # (C, H, W) -> (1, C, H, W)
+        if x.ndim != 4 or x.shape[0] == 0 or x.shape[1] not in (1, 3) or min(x.shape[-2:]) < 2:
+            raise ValueError(f"score() expects images of shape (B, C, H, W), (C, H, W) or (H, W) with C 1 or 3 "
+                             f"(channels first), got shape {shape}")  # fmt: skip
+        if x.dtype == torch.uint8:
+            x = x.float() / 127.5 - 1
+        elif not x.is_floating_point():
+            raise ValueError(f"score() expects float images in [-1, 1] or uint8 images in [0, 255], "
+                             f"got dtype {x.dtype}")  # fmt: skip
+        x = x.float()
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"score() got {bad} non-finite values (nan or inf) in an input of shape {shape}")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1.001 or hi > 1.001:
+            raise ValueError(f"score() expects float images in [-1, 1] (x / 127.5 - 1 for 8-bit values), got values "
+                             f"in [{lo:g}, {hi:g}]; pass uint8 images to have them scaled")  # fmt: skip
+        x = x.clamp(-1, 1).expand(-1, 3, -1, -1)  # (B, 3, H, W); one channel repeated, as greyscale files load
+        h, w = x.shape[-2:]
+        size = self.cfg.data.image_size
+        if (h, w) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x.contiguous(), (h, w)
 
     def with_overrides(self, overrides: dict[str, Any] | list[str]) -> "DynAD":
         """The same fitted models under another inference setting (e.g. {"reconstruction.start": "noise"}).
@@ -294,7 +352,7 @@ class DynAD:
         Only settings read at inference time make sense here (reconstruction, dic, anomaly_map); the kNN is
         refitted from the stored training features so that DIC options take effect.
         """
-        cfg = apply_overrides(self.cfg, overrides)
+        cfg = check_config(apply_overrides(self.cfg, overrides), n_train=len(self.dic.train_features))
         dic = DynamicConditioning(cfg.dic, cfg.reconstruction.num_steps).fit(self.dic.train_features)
         other = DynAD(cfg, self.codec, self.unet, self.extractor, dic, self.device, self.provenance)
         other.train_normalization = self.train_normalization

@@ -7,10 +7,13 @@ checkpoint or table that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
 import random
+import shutil
+import socket
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -29,17 +32,43 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside `path`; rename it onto `path` only when the block finishes without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{tmp_tag()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get the user's usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _disk_full(e):
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(errno.ENOSPC, f"no space left on the device to write {path} ({free / 2**20:.1f} MiB free): "
+                                        f"free some space or write to another folder") from e  # fmt: skip
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: os.umask can only be read by setting it
+
+
+def _disk_full(e: BaseException) -> bool:
+    """A full disk: ENOSPC, or torch's zip writer failing on a short write ("unexpected pos ...")."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "file write failed" in str(e))
+
+
+def tmp_tag() -> str:
+    """`<host>-<pid>` in temporary names: a later run can tell a dead process's leftovers from a live one's."""
+    return f"{socket.gethostname().split('.')[0].replace('-', '_').replace('.', '_') or 'host'}-{os.getpid()}"
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from dynad import anomaly_map as am
-from dynad import plots, synthetic
+from dynad import plots, run_folder, synthetic
 from dynad.ablations import variant_dir
 from dynad.config import DICConfig, ExperimentConfig, from_dict
 from dynad.data import ImageDataset
@@ -100,10 +100,16 @@ def marker_path(run_dir: str | Path, stem: str) -> Path:
 
 
 def write_marker(run_dir: str | Path, stem: str, parameters: dict[str, Any], outputs: Iterable = (), **extra) -> Path:
-    """The last thing a notebook does: record its parameters and outputs in `run_dir/<stem>.done.json` (atomic)."""
+    """The last thing a notebook does: record its parameters and outputs in `run_dir/<stem>.done.json` (atomic).
+
+    Each output file's size and sha256 are recorded too: `marker_matches` redoes the notebook when one is missing
+    or changed.
+    """
     path = marker_path(run_dir, stem)
+    outputs = sorted(str(o) for o in outputs)
     write_json(path, {
-        "notebook": stem, "parameters": _jsonable(parameters), "outputs": sorted(str(o) for o in outputs),
+        "notebook": stem, "parameters": _jsonable(parameters), "outputs": outputs,
+        "output_files": run_folder.stamp_outputs(outputs, run_dir),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
     })  # fmt: skip
     return path
@@ -118,12 +124,15 @@ def read_marker(run_dir: str | Path, stem: str) -> dict[str, Any] | None:
 
 
 def marker_matches(run_dir: str | Path, stem: str, parameters: dict[str, Any], **extra) -> bool:
-    """True when the notebook finished with these parameters (and these extra recorded values, e.g. `inputs`)."""
+    """True when the notebook finished with these parameters (and these extra recorded values, e.g. `inputs`), and
+    every output it recorded is still there as it wrote it (a run folder among them still complete)."""
     m = read_marker(run_dir, stem)
     if m is None:
         return False
     recorded = m.get("parameters", {})
     if any(recorded.get(k) != v for k, v in _jsonable(parameters).items()):
+        return False
+    if not run_folder.outputs_intact(m, run_dir):
         return False
     return all(m.get(k) == v for k, v in extra.items())
 

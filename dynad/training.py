@@ -8,6 +8,9 @@ continues from its epoch with the optimizer state and the RNG state it stopped w
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +29,22 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, not a torch file); the message names it."""
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+def _set_aside(path: Path, error: CheckpointError) -> None:
+    """Rename an unreadable checkpoint to `<name>.corrupt` (kept for inspection) so that training starts over."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    warnings.warn(f"{error}; moved it to {aside} and training again from scratch", stacklevel=3)
 
 
 def train(
@@ -60,8 +77,12 @@ def train(
     opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr, weight_decay=weight_decay)
     losses: list[float] = []
     start = 0
+    ckpt = {}
     if ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
+        try:
+            ckpt = load_checkpoint(ckpt_path)
+        except CheckpointError as e:
+            _set_aside(ckpt_path, e)
         if ckpt.get("config") == config:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])

@@ -1,0 +1,364 @@
+"""Faults a new user meets (issue 10): each case either converts the input or stops early with one clear line.
+
+The training cases use the session's tiny synthetic data set with 1-epoch models (seconds), not the notebook
+fixtures' trained models: what is checked is which models are trained or reused, not how good they are.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dynad import fingerprint, run_folder
+from dynad.checks import check_config
+from dynad.cli import main as cli_main
+from dynad.config import ConfigError, load_preset
+from dynad.data import DatasetError, load_image, load_mask, make_index
+from dynad.experiment import fit_pipeline, is_complete, run_experiment
+from dynad.pipeline import DynAD
+from dynad.provenance import atomic_write, save_torch, tmp_tag
+from dynad.results import marker_matches, write_marker
+from dynad.training import CheckpointError, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# 1-epoch models, no adaptation, training statistics for `score`: every stage runs in about a second.
+FAST = ["autoencoder.epochs=1", "denoiser.epochs=1", "adaptation.epochs=0", "anomaly_map.normalization=train",
+        "eval.num_figures=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    """Fingerprint caches in a temporary folder, not in the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DYNAD_CACHE", str(tmp_path_factory.mktemp("dynad-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def data_copy(shared_data, tmp_path_factory) -> Path:
+    """A private copy of the tiny synthetic set, which the tests may change."""
+    root, _ = shared_data
+    return Path(shutil.copytree(root, tmp_path_factory.mktemp("faults") / "synthetic"))
+
+
+@pytest.fixture(scope="module")
+def fitted(data_copy, tmp_path_factory, own_cache):
+    """(pipeline, models folder) fitted with 1-epoch models on the copy."""
+    models = tmp_path_factory.mktemp("faults-models")
+    pipe, _, _ = fit_pipeline(load_preset("tiny", FAST), "synthetic", data_copy, "board", models, progress=False)
+    return pipe, models
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 1. Stored models are keyed on the training files' contents.
+
+
+def test_changed_training_images_train_new_models(data_copy, fitted, tmp_path):
+    _, models = fitted
+    before = {p.name for p in models.glob("*.pt")}
+    assert {n.split("-")[0] for n in before} == {"autoencoder", "denoiser"}
+    # The same files under another path reuse the stored models ...
+    moved = Path(shutil.copytree(data_copy, tmp_path / "moved"))
+    fit_pipeline(load_preset("tiny", FAST), "synthetic", moved, "board", models, progress=False)
+    assert {p.name for p in models.glob("*.pt")} == before
+    # ... and new training images in the same place train new ones.
+    good = sorted((moved / "board" / "train" / "good").glob("*.png"))
+    shutil.copyfile(good[1], good[0])
+    pipe, _, _ = fit_pipeline(load_preset("tiny", FAST), "synthetic", moved, "board", models, progress=False)
+    after = {p.name for p in models.glob("*.pt")}
+    assert len(after - before) == 2, after - before  # a new autoencoder and a new denoiser
+    assert pipe.provenance["data"]["train_fingerprint"] != fitted[0].provenance["data"]["train_fingerprint"]
+
+
+def test_fingerprint_is_cached_and_sees_same_size_edits(tmp_path, monkeypatch):
+    files = []
+    for i in range(5):
+        p = tmp_path / f"{i}.bin"
+        p.write_bytes(bytes([i]) * 100)
+        files.append(p)
+    calls = []
+    real = fingerprint._file_hash
+    monkeypatch.setattr(fingerprint, "_file_hash", lambda p: calls.append(p) or real(p))
+    first = fingerprint.data_fingerprint(files, tmp_path)
+    assert len(calls) == 5
+    assert fingerprint.data_fingerprint(files, tmp_path) == first and len(calls) == 5  # from the cache
+    files[2].write_bytes(b"x" * 100)  # same size, other content
+    os.utime(files[2], ns=(1, 1))
+    assert fingerprint.data_fingerprint(files, tmp_path) != first and len(calls) == 6  # only that file rehashed
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 2. 16-bit and float greyscale files.
+
+
+def test_16_bit_and_float_images_and_masks_load_by_their_range(tmp_path):
+    grey8 = (np.arange(48 * 40).reshape(48, 40) * 7 % 256).astype(np.uint8)
+    Image.fromarray(grey8).save(tmp_path / "g8.png")
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    Image.fromarray(grey8.astype(np.float32) / 255).save(tmp_path / "gf.tiff")
+    ref = load_image(tmp_path / "g8.png", 32)
+    for name in ("g16.png", "gf.tiff"):
+        x = load_image(tmp_path / name, 32)
+        assert x.shape == (3, 32, 32) and torch.allclose(x, ref, atol=2 / 255), name
+    mask8 = np.zeros((48, 40), np.uint8)
+    mask8[10:30, 5:20] = 255
+    Image.fromarray(mask8).save(tmp_path / "m8.png")
+    Image.fromarray(mask8.astype(np.uint16) * 257).save(tmp_path / "m16.png")
+    assert torch.equal(load_mask(tmp_path / "m16.png", 32), load_mask(tmp_path / "m8.png", 32))
+    Image.fromarray(np.full((8, 8), 3.0, np.float32)).save(tmp_path / "bad.tiff")
+    with pytest.raises(DatasetError, match="bad.tiff.*float values in \\[3, 3\\]"):
+        load_image(tmp_path / "bad.tiff", 32)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 3. DynAD.score checks and converts its input.
+
+
+@pytest.fixture(scope="module")
+def normal_image(data_copy) -> torch.Tensor:
+    return load_image(next((data_copy / "board" / "test" / "good").glob("*.png")), 32)  # (3, 32, 32)
+
+
+def test_score_converts_what_it_can(fitted, normal_image):
+    pipe, _ = fitted
+    x = normal_image[None]  # (1, 3, 32, 32)
+    ref = pipe.score(x)
+    assert ref["anomaly_map"].shape == (1, 32, 32)
+    unbatched = pipe.score(normal_image)
+    assert torch.allclose(unbatched["pred_score"], ref["pred_score"])
+    as_uint8 = ((x + 1) * 127.5).round().to(torch.uint8)
+    assert torch.allclose(pipe.score(as_uint8)["pred_score"], ref["pred_score"], atol=1e-2)
+    assert torch.allclose(pipe.score(x.double())["pred_score"], ref["pred_score"], atol=1e-5)
+    grey = x.mean(dim=1, keepdim=True)  # (1, 1, 32, 32)
+    assert torch.allclose(pipe.score(grey)["pred_score"], pipe.score(grey.expand(-1, 3, -1, -1))["pred_score"])
+    tall = torch.nn.functional.interpolate(x, size=(40, 24), mode="bilinear", align_corners=False)
+    out = pipe.score(tall)
+    assert out["anomaly_map"].shape == (1, 40, 24) and out["reconstruction"].shape == (1, 3, 40, 24)
+    assert torch.isfinite(out["pred_score"]).all()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda x: (x + 1) * 127.5, r"expects float images in \[-1, 1\].*got values in \[21, 224\]"),
+        (lambda x: x.clone().index_put_((torch.tensor([0]),) * 4, torch.tensor(float("inf"))), "non-finite"),
+        (lambda x: (x > 0).long(), "dtype torch.int64"),
+        (lambda x: x.repeat(1, 2, 1, 1)[:, :5], r"C 1 or 3.*\(1, 5, 32, 32\)"),
+        (lambda x: x[None], r"shape \(1, 1, 3, 32, 32\)"),
+    ],
+)
+def test_score_rejects_what_it_cannot_convert(fitted, normal_image, make, message):
+    with pytest.raises(ValueError, match=message):
+        fitted[0].score(make(normal_image[None]))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 4. Settings are checked before anything is trained.
+
+BAD_SETTINGS = [
+    ("dic.num_bins=0", "dic.num_bins = 0"),
+    ("dic.k=-1", "dic.k = -1"),
+    ("reconstruction.num_steps=0", "reconstruction.num_steps = 0"),
+    ("dic.t_max=1000", r"dic.t_max = 1000: must be in \[1, 999\]"),
+    ("dic.fixed_t_hat=1200", "dic.fixed_t_hat = 1200"),
+    ("anomaly_map.kernel_size=4", "anomaly_map.kernel_size = 4: must be odd"),
+    ("data.batch_size=0", "data.batch_size = 0"),
+    ("data.image_size=33", "data.image_size = 33: must be divisible by the autoencoder's downsampling factor 2"),
+    ("reconstruction.eta=-1", "reconstruction.eta = -1.0"),
+    ("autoencoder.epochs=0", "autoencoder.epochs = 0"),
+    ("dic.rounding=ceil", "dic.rounding = 'ceil': must be one of floor, nearest"),
+    ("features.knn_layer=layer9", "features.knn_layer = 'layer9'"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_SETTINGS)
+def test_bad_setting_names_key_value_and_range(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(load_preset("tiny", [override]))
+
+
+def test_every_preset_passes_the_checks():
+    for name in ("demo", "mvtec", "visa", "btad", "mtd", "tiny"):
+        cfg = load_preset(name)
+        for category in cfg.per_category:
+            check_config(cfg.for_category(category))
+        check_config(cfg)
+
+
+def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
+    with pytest.raises(ConfigError, match="dic.k = 30: needs at least 31 training images .* the data have 24"):
+        fit_pipeline(load_preset("tiny", FAST + ["dic.k=30"]), "synthetic", data_copy, "board", tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):
+    rc = cli_main(["run", "--preset", "tiny", "--category", "board", "--root", str(tmp_path / "nowhere"),
+                   "--out", str(tmp_path / "out"), "--set", "anomaly_map.kernel_size=4"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == "error: anomaly_map.kernel_size = 4: must be odd and >= 1"
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 5, 6. Run folders never mix; done-markers are checked against their outputs.
+
+
+@pytest.fixture(scope="module")
+def one_run(data_copy, fitted, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("faults-run") / "out"
+    run_experiment(load_preset("tiny", FAST), "synthetic", data_copy, "board", out, models_dir=fitted[1],
+                   progress=False, save_pipeline=False, figures=False)  # fmt: skip
+    return out
+
+
+def test_run_records_the_data_fingerprint_and_a_manifest(one_run):
+    metrics = json.loads((one_run / "metrics.json").read_text())
+    assert metrics["data"]["train_fingerprint"].startswith("sha256:")
+    assert metrics["data"]["test_fingerprint"] != metrics["data"]["train_fingerprint"]
+    manifest = json.loads((one_run / run_folder.MANIFEST).read_text())
+    assert {"metrics.json", "per_image.csv", "maps.npz", "dic.json"} <= set(manifest["files"])
+    assert is_complete(one_run)
+
+
+def test_other_config_into_a_used_folder_is_refused(data_copy, fitted, one_run):
+    before = (one_run / "metrics.json").read_bytes()
+    with pytest.raises(run_folder.RunFolderError, match=f"output folder {one_run} holds the results of another run"):
+        run_experiment(load_preset("tiny", FAST + ["reconstruction.eta=2"]), "synthetic", data_copy, "board", one_run,
+                       models_dir=fitted[1], progress=False)  # fmt: skip
+    assert (one_run / "metrics.json").read_bytes() == before and is_complete(one_run)
+
+
+def test_run_made_before_run_json_is_recognised(one_run, tmp_path):
+    """A folder without run.json is identified by its metrics.json: the same run may continue, another may not."""
+    legacy = Path(shutil.copytree(one_run, tmp_path / "legacy"))
+    identity = json.loads((legacy / run_folder.CLAIM).read_text())
+    (legacy / run_folder.CLAIM).unlink()
+    with pytest.raises(run_folder.RunFolderError, match="config: "):
+        run_folder.claim(legacy, {**identity, "config": "0" * 12})
+    run_folder.claim(legacy, identity)
+    other = {**identity, "config": "0" * 12}
+    run_folder.claim(legacy, other, overwrite=True)  # --overwrite: the folder is the new run's, not yet complete
+    assert json.loads((legacy / run_folder.CLAIM).read_text()) == other and not is_complete(legacy)
+
+
+def test_changed_or_half_written_run_is_not_complete(one_run, tmp_path):
+    copy = Path(shutil.copytree(one_run, tmp_path / "copy"))
+    assert is_complete(copy)
+    with open(copy / "per_image.csv", "a") as f:  # a file rewritten after the manifest
+        f.write("x\n")
+    assert not is_complete(copy)
+    copy = Path(shutil.copytree(one_run, tmp_path / "copy2"))
+    identity = json.loads((copy / run_folder.CLAIM).read_text())
+    run_folder.claim(copy, identity)  # a rerun that starts, then is killed before its manifest
+    assert not is_complete(copy)
+
+
+def test_done_marker_with_a_deleted_output_does_not_match(one_run, tmp_path):
+    run_dir = Path(shutil.copytree(one_run, tmp_path / "run" / "eval")).parent
+    params = {"preset": "tiny"}
+    write_marker(run_dir, "04_evaluate", params, outputs=[run_dir / "eval" / "metrics.json"])
+    assert marker_matches(run_dir, "04_evaluate", params)
+    (run_dir / "eval" / "maps.npz").unlink()  # not a listed output, but part of the run folder's manifest
+    assert not marker_matches(run_dir, "04_evaluate", params)
+    shutil.rmtree(run_dir / "eval")
+    assert not marker_matches(run_dir, "04_evaluate", params)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 7. Folders, disks and checkpoints.
+
+
+def test_unwritable_or_full_folders_fail_before_training(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(run_folder.RunFolderError, match=f"output folder {tmp_path / 'file' / 'out'} is not writable"):
+        run_folder.prepare_folder(tmp_path / "file" / "out", 0, "output folder")
+    with pytest.raises(run_folder.RunFolderError, match=f"models folder {tmp_path} has .* MiB free; this run needs"):
+        run_folder.prepare_folder(tmp_path, 1 << 60, "models folder")
+
+    def read_only(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(run_folder.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(run_folder.RunFolderError, match="is not writable: Permission denied"):
+        run_folder.prepare_folder(tmp_path, 0, "output folder")
+
+
+TORCH_SHORT_WRITE = "[enforce fail at inline_container.cc:664] . unexpected pos 8331712 vs 8331608"
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), RuntimeError(TORCH_SHORT_WRITE)])
+def test_full_disk_names_the_file(tmp_path, error):
+    target = tmp_path / "ckpt.pt"
+    with pytest.raises(OSError, match=f"no space left on the device to write {target}"):
+        with atomic_write(target) as f:
+            f.write(b"partial")
+            raise error
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_truncated_checkpoint_is_named_moved_aside_and_retrained(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    ckpt = tmp_path / "m.pt"
+    save_torch(ckpt, {"model": model.state_dict()})
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {ckpt}"):
+        DynAD.load(ckpt)
+    data = torch.randn(8, 2)
+    with pytest.warns(UserWarning, match=f"cannot read checkpoint {ckpt}.*moved it to {ckpt}.corrupt"):
+        losses = train(model, data, lambda m, b, g: m(b).pow(2).mean(), epochs=2, batch_size=4, lr=0.1,
+                       ckpt_path=ckpt, config={"x": 1}, progress=False)  # fmt: skip
+    assert len(losses) == 2 and (tmp_path / "m.pt.corrupt").is_file()
+    assert torch.load(ckpt, weights_only=False)["complete"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 8. Leftovers and small faults.
+
+
+def test_tmp_files_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = tmp_tag().split("-")[0]
+    stale = tmp_path / f".denoiser-abc.pt.{host}-{dead.stdout.strip()}.x1y2z3.tmp"
+    live = tmp_path / f".denoiser-abc.pt.{tmp_tag()}.a1b2c3.tmp"
+    stale.write_bytes(b"0" * 1000)
+    live.write_bytes(b"0")
+    with pytest.warns(UserWarning, match=f"removed 1 temporary file.* in {tmp_path}"):
+        run_folder.prepare_folder(tmp_path, 0, "models folder")
+    assert not stale.exists() and live.exists()  # a live writer (here: this process) keeps its file
+
+
+def test_broken_symlink_image_is_reported(data_copy, tmp_path):
+    root = Path(shutil.copytree(data_copy, tmp_path / "data"))
+    good = root / "board" / "train" / "good"
+    (good / "zzz.png").symlink_to(tmp_path / "gone.png")
+    with pytest.warns(UserWarning, match=f"skipped 1 broken symbolic link.* in {good} \\(first: zzz.png\\)"):
+        index = make_index("synthetic", root, "board")
+    assert (index.split == "train").sum() == 24
+
+
+def test_synth_with_a_bad_size_is_one_line(tmp_path, capsys):
+    assert cli_main(["synth", "--size", "32", "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == "error: dynad synth: image_size must be in 64..256, got 32"
+
+
+def test_results_get_the_users_umask(tmp_path):
+    with atomic_write(tmp_path / "a.json", "w") as f:
+        f.write("{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_folder.clean_stale_tmp(tmp_path) == []
