@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dynad import metrics, plots, run_folder, validation
-from dynad.anomaly_map import MapNormalization, image_scores
+from dynad.anomaly_map import image_scores
 from dynad.autoencoder import build_small_vae
 from dynad.checks import check_config
 from dynad.config import ExperimentConfig

@@ -23,7 +23,7 @@ from PIL import Image
 from dynad import fingerprint, run_folder
 from dynad.checks import check_config
 from dynad.cli import main as cli_main
-from dynad.config import ConfigError, load_preset
+from dynad.config import PRESETS, ConfigError, load_preset
 from dynad.data import DatasetError, load_image, load_mask, make_index
 from dynad.experiment import fit_pipeline, is_complete, run_experiment
 from dynad.pipeline import DynAD
@@ -190,7 +190,7 @@ def test_bad_setting_names_key_value_and_range(override, message):
 
 
 def test_every_preset_passes_the_checks():
-    for name in ("demo", "mvtec", "visa", "btad", "mtd", "tiny"):
+    for name in PRESETS:
         cfg = load_preset(name)
         for category in cfg.per_category:
             check_config(cfg.for_category(category))
@@ -198,7 +198,8 @@ def test_every_preset_passes_the_checks():
 
 
 def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
-    with pytest.raises(ConfigError, match="dic.k = 30: needs at least 31 training images .* the data have 24"):
+    # 24 training images, 2 of them held out for validation (validation.fraction 0.1)
+    with pytest.raises(ConfigError, match="dic.k = 30: needs at least 31 training images .* the data have 22"):
         fit_pipeline(load_preset("tiny", FAST + ["dic.k=30"]), "synthetic", data_copy, "board", tmp_path / "m")
     assert not (tmp_path / "m").exists()
 
