@@ -58,7 +58,7 @@ def run_ablations(
         vcfg = apply_overrides(cfg.for_category(category), {**overrides, "use_per_category": False})
         if not is_complete(run_dir):
             run_experiment(vcfg, dataset, root, category, run_dir, models_dir=models_dir, progress=progress,
-                           save_pipeline=False, figures=False)  # fmt: skip
+                           save_pipeline=False, figures=False, baselines=False)  # fmt: skip
         metrics = pd.read_json(run_dir / "metrics.json", typ="series")
         rows.append({"variant": name, "table": table, "defect_type": "all", **{m: metrics[m] for m in METRICS}})
         per_defect = pd.read_csv(run_dir / "per_defect.csv")

@@ -150,6 +150,23 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    """The reconstruction-free peers computed in every run beside DynAD (dynad/baselines/)."""
+
+    patch_knn: bool = True  # PatchCore-style patch kNN on the same backbone and resolution, unadapted
+    coreset_ratio: float = 0.1  # fraction of training patches kept by greedy coreset selection (PatchCore: 0.01-0.1)
+    exact_below: int = 20_000  # banks of at most this many patches are kept whole: the kNN is then exact
+    projection_dim: int = 128  # the coreset's distances use a random projection to this many dimensions (PatchCore)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """`dynad predict` on new images: the threshold when the run has no validation pseudo-defects."""
+
+    threshold_quantile: float = 0.99  # this quantile of the training images' scores (normalised with training statistics)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     preset: str = "custom"
     seed: int = 42
@@ -164,6 +181,8 @@ class ExperimentConfig:
     reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
     anomaly_map: AnomalyMapConfig = field(default_factory=AnomalyMapConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     # Per-category overrides (the VisA table of METHOD.md section 7): {category: {"reconstruction.eta": 8, ...}}.
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     use_per_category: bool = True

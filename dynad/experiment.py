@@ -3,8 +3,9 @@
     result = run_experiment(cfg, dataset="synthetic", root="data/synthetic", category="board", out="runs/demo/board")
 
 writes into `out`:
-    metrics.json      image_auroc, pixel_auroc, pro, ..., the kNN baseline, seconds per stage, provenance
-    per_image.csv     path, label, defect_type, score, knn_distance, bin, t_hat
+    metrics.json      image_auroc, pixel_auroc, pro, ..., "baselines" (kNN distance alone, patch kNN), seconds per
+                      stage, provenance
+    per_image.csv     path, label, defect_type, score, knn_distance, bin, t_hat (and patch_knn_score)
     per_defect.csv    the metrics split by defect type (each defect type against the normal test images)
     dic.json          training and test kNN distances, bin edges and the bin -> T_hat table (Figure 5)
     maps.npz          anomaly maps and the raw latent / feature maps (float16), ground-truth masks
@@ -26,8 +27,10 @@ from tqdm.auto import tqdm
 
 from dynad import metrics, plots
 from dynad.anomaly_map import MapNormalization, image_scores
+from dynad.baselines.patch_knn import PatchKNN
 from dynad.config import ExperimentConfig
 from dynad.data import ImageDataset, make_index
+from dynad.features import build_extractor
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, record, write_json
 
@@ -100,10 +103,12 @@ def run_experiment(
     progress: bool = True,
     save_pipeline: bool = True,
     figures: bool = True,
+    baselines: bool = True,
 ) -> dict[str, Any]:
     """Run the method on one category and write the results into `out`; returns the metrics dict.
 
-    `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps).
+    `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps);
+    `baselines=False` skips the patch kNN (it does not depend on the variant).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,12 +132,20 @@ def run_experiment(
     m["knn_baseline_image_auroc"] = metrics.image_auroc(test["labels"], res["knn_distance"])
     per_defect = per_defect_table(test, scores, maps_np, cfg.eval.pro_method)
     seconds["metrics"] = time.perf_counter() - t0
+    peers = {"knn_distance": {"image_auroc": m["knn_baseline_image_auroc"], "pixel_auroc": None, "pro": None}}
+    patch_scores = None
+    if baselines and cfg.baselines.patch_knn:
+        t0 = time.perf_counter()
+        peers["patch_knn"], patch_scores = patch_knn_baseline(cfg, pipe.device, train_split, test)
+        seconds["patch_knn"] = time.perf_counter() - t0
 
     rows = test["rows"]
     per_image = pd.DataFrame({
         "path": rows.image_path, "label": rows.label, "defect_type": rows.defect_type, "score": scores,
         "knn_distance": res["knn_distance"], "bin": res["bin"], "t_hat": res["t_hat"],
     })  # fmt: skip
+    if patch_scores is not None:
+        per_image["patch_knn_score"] = patch_scores
     dic_info = {
         "train_distances": pipe.dic.train_distances.tolist(),
         "test_distances": res["knn_distance"].tolist(),
@@ -174,6 +187,7 @@ def run_experiment(
         "dataset": dataset,
         "category": category,
         **m,
+        "baselines": peers,
         "n_train": int(len(train_split["rows"])),
         "n_test": int(len(rows)),
         "seconds": seconds,
@@ -183,6 +197,20 @@ def run_experiment(
     }
     write_json(out / "metrics.json", result)  # last: its presence marks the run complete
     return result
+
+
+def patch_knn_baseline(
+    cfg: ExperimentConfig, device: torch.device, train: dict[str, Any], test: dict[str, Any]
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The patch-kNN peer on the run's own images, backbone (ImageNet weights, unadapted) and map smoothing:
+    (its metrics and bank size, its image scores (N,))."""
+    extractor = build_extractor(cfg.features).to(device)
+    peer = PatchKNN(cfg.baselines, extractor, cfg.features.map_layers, cfg.seed).fit(train["images"])
+    maps = peer.anomaly_maps(test["images"], cfg.anomaly_map).numpy()  # (N, S, S)
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    m = metrics.evaluate(test["labels"], scores, test["masks"].numpy(), maps, pro_method=cfg.eval.pro_method)
+    info = {"bank": int(len(peer.bank)), "training_patches": peer.n_patches, "weights": extractor.weights_label}
+    return {k: m[k] for k in ("image_auroc", "pixel_auroc", "pro")} | info, scores
 
 
 def choices(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -44,8 +44,14 @@ def test_run_writes_every_result_with_provenance(tiny_run):
     assert prov["config"]["preset"] == "tiny" and prov["versions"]["torch"]
     assert "mobilenet_v2-b0353104.pth" in prov["weights"]["feature_extractor"]
     assert set(metrics["seconds"]) >= {"train_autoencoder", "train_denoiser", "adaptation", "fit_knn", "inference"}
+    peers = metrics["baselines"]
+    assert peers["knn_distance"]["image_auroc"] == metrics["knn_baseline_image_auroc"]
+    assert peers["patch_knn"]["bank"] == peers["patch_knn"]["training_patches"]  # a tiny bank: exact, no coreset
+    for key in ("image_auroc", "pixel_auroc", "pro"):
+        assert 0.0 <= peers["patch_knn"][key] <= 1.0
     per_image = pd.read_csv(out / "per_image.csv")
-    assert list(per_image.columns) == ["path", "label", "defect_type", "score", "knn_distance", "bin", "t_hat"]
+    assert list(per_image.columns) == ["path", "label", "defect_type", "score", "knn_distance", "bin", "t_hat",
+                                       "patch_knn_score"]  # fmt: skip
     assert len(per_image) == 4 + 4 * 3
     assert set(per_image.t_hat) <= set(json.loads((out / "dic.json").read_text())["table"])
 
