@@ -154,7 +154,9 @@ class BaselineConfig:
     """The reconstruction-free peers computed in every run beside DynAD (dynad/baselines/)."""
 
     patch_knn: bool = True  # PatchCore-style patch kNN on the same backbone and resolution, unadapted
-    coreset_ratio: float = 0.1  # fraction of training patches kept by greedy coreset selection (PatchCore: 0.01-0.1)
+    # Fraction of training patches kept by greedy coreset selection: PatchCore-1%, within 0.1 image AUROC of 10% on
+    # MVTec AD (PatchCore, Table 1) at a tenth of the selection time.
+    coreset_ratio: float = 0.01
     exact_below: int = 20_000  # banks of at most this many patches are kept whole: the kNN is then exact
     projection_dim: int = 128  # the coreset's distances use a random projection to this many dimensions (PatchCore)
 

@@ -61,8 +61,12 @@ def greedy_coreset(features: torch.Tensor, n: int, projection_dim: int = 128, se
     return chosen
 
 
-def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """min_m ||q - m||_2 for each row of queries (Q, D) against bank (M, D) -> (Q,), exact, in chunks of queries."""
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """min_m ||q - m||_2 for each row of queries (Q, D) against bank (M, D) -> (Q,), exact, in chunks of queries.
+
+    The default chunk keeps each (chunk, M) distance block near 16 M entries (64 MB), which stays cache-friendly.
+    """
+    chunk = chunk or max(1, 2**24 // len(bank))
     out = []
     for q in queries.split(chunk):
         d2 = (q * q).sum(1, keepdim=True) - 2 * q @ bank.T + (bank * bank).sum(1)  # (chunk, M) squared distances
