@@ -169,6 +169,13 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    # "all": every variant of Tables 4, 5 and latent vs pixel space; "short": the variants that train nothing new
+    # (no pixel-space denoiser, no second domain adaptation), a few minutes less per category on a CPU.
+    variants: str = "all"
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     preset: str = "custom"
     seed: int = 42
@@ -185,6 +192,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    ablations: AblationConfig = field(default_factory=AblationConfig)
     # Per-category overrides (the VisA table of METHOD.md section 7): {category: {"reconstruction.eta": 8, ...}}.
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     use_per_category: bool = True

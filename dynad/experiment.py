@@ -104,16 +104,19 @@ def run_experiment(
     save_pipeline: bool = True,
     figures: bool = True,
     baselines: bool = True,
+    fitted: tuple[DynAD, dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the method on one category and write the results into `out`; returns the metrics dict.
 
     `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps);
-    `baselines=False` skips the patch kNN (it does not depend on the variant).
+    `baselines=False` skips the patch kNN (it does not depend on the variant). `fitted`: (pipe, train, test) from
+    `fit_pipeline` for this config, when a caller shares one fit between runs (the ablations); its stage seconds
+    are then those of the shared fit.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    pipe, train_split, test = fit_pipeline(cfg, dataset, root, category, models_dir or out / "models", progress)
+    pipe, train_split, test = fitted or fit_pipeline(cfg, dataset, root, category, models_dir or out / "models", progress)
     cfg = pipe.cfg
     seconds = dict(pipe.provenance["seconds"])
 
