@@ -158,8 +158,8 @@ def predict(
             except DatasetError as e:
                 print(f"skipped {paths[i]}: {e}", file=sys.stderr)
                 skipped.append({"path": str(paths[i]), "error": str(e)})
-        bar.update(min(batch_size, len(paths) - start))
         if not batch:
+            bar.update(min(batch_size, len(paths) - start))
             continue
         res = pipe.score(torch.stack([x for _, x in batch]))
         for k, (i, _) in enumerate(batch):
@@ -172,6 +172,7 @@ def predict(
             rows.append({"path": str(paths[i]), "score": score, "is_anomalous": score >= threshold,
                          "threshold": threshold, "knn_distance": float(res["knn_distance"][k]),
                          "bin": int(res["bin"][k]), "t_hat": int(res["t_hat"][k])})  # fmt: skip
+        bar.update(min(batch_size, len(paths) - start))
     bar.close()
     seconds = time.perf_counter() - t0
     with atomic_write(out / "predictions.csv", "w") as f:
