@@ -26,7 +26,7 @@ from dynad.report.figures import (
     PIPELINE_FIGURES, figure2_segmentation, figure5_knn_histograms, figure6_fixed_steps, figure8_scaling_vs_step,
 )
 from dynad.report.format import TABLE_SUFFIXES, write_table
-from dynad.report.runs import Run, _runs_root, find_runs
+from dynad.report.runs import Run, find_runs, preset_runs_folder
 from dynad.report.tables import PAPER_COMPARISON_TABLES, PAPER_MAIN_TABLES, ablation_tables, comparison_table, main_table
 from dynad.report.targets import ABLATION_TITLES, METRICS, load_targets
 
@@ -40,7 +40,7 @@ def regenerate(
     without ablations gets no Table 4/5 rows; figures that need a fitted pipeline are drawn for the first
     `pipeline_figures` categories of each data set that have eval/pipeline.pt. Returns {name: path} of what was written.
     """
-    runs_root = _runs_root(runs_dir, preset)
+    runs_root = preset_runs_folder(runs_dir, preset)
     out = Path(results_dir) / preset
     tables, fig_dir = out / "tables", out / "figures"
     targets = load_targets()

@@ -100,12 +100,12 @@ def eval_fingerprint(run_dir: str | Path) -> str:
 
 def inputs_fingerprint(runs_dir: str | Path, preset: str) -> str:
     """Fingerprint of every run's result files under runs_dir/<preset>: 06 reruns only when one changed."""
-    root = _runs_root(runs_dir, preset)
+    root = preset_runs_folder(runs_dir, preset)
     files = [f for run in sorted(root.glob("*/*")) if run.is_dir() for f in run_inputs(run)]
     return fingerprint(files, root) if root.is_dir() else "none"
 
 
-def _runs_root(runs_dir: str | Path, preset: str) -> Path:
+def preset_runs_folder(runs_dir: str | Path, preset: str) -> Path:
     """runs_dir/<preset> when it exists, else runs_dir itself (already a preset folder)."""
     runs_dir = Path(runs_dir)
     return runs_dir / preset if (runs_dir / preset).is_dir() else runs_dir
