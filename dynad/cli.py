@@ -1,4 +1,4 @@
-"""The `dynad` command line: `synth`, `run`, `tune`, `reproduce`. Each subcommand has --help."""
+"""The `dynad` command line: `synth`, `run`, `tune`, `reproduce`, `predict`. Each subcommand has --help."""
 
 from __future__ import annotations
 
@@ -78,6 +78,21 @@ def _reproduce(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from dynad.predict import PredictError, predict
+
+    try:
+        s = predict(args.run_dir, args.images, args.out, threshold=args.threshold, quantile=args.quantile,
+                    batch_size=args.batch_size, device=args.device)  # fmt: skip
+    except PredictError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{s['n_images']} images scored, {s['n_anomalous']} anomalous at threshold {s['threshold']:.4g} "
+          f"({s['threshold_source']}); {len(s['skipped'])} skipped; {s['images_per_second']:.2f} images/s")
+    print(f"results in {args.out} (predictions.csv, overlays/, masks/, summary.json)")
+    return 1 if s["skipped"] else 0
+
+
 def _root_pair(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError("expected DATASET=PATH, e.g. mvtec=/data/mvtec_ad")
@@ -135,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-ablations", action="store_true", help="skip the ablation notebook")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     q.set_defaults(func=_reproduce)
+
+    d = sub.add_parser("predict", help="score new images with a fitted run (predictions.csv, overlays, masks)")
+    d.add_argument("run_dir", type=Path, help="a `dynad run` output folder (holds pipeline.pt), or its parent of eval/")
+    d.add_argument("images", nargs="+", help="image files, folders (recursive) or glob patterns (quote them)")
+    d.add_argument("--out", type=Path, required=True, help="output folder")
+    d.add_argument("--threshold", type=float, help="image-score threshold (default: the run's, see dynad/predict.py)")
+    d.add_argument("--quantile", type=float, help="training-score quantile when the run has no validation threshold "
+                                                    "(default: the run's predict.threshold_quantile, 0.99)")  # fmt: skip
+    d.add_argument("--batch-size", type=int, help="images per batch (default: the run's data.batch_size)")
+    d.add_argument("--device", help="cpu, cuda, ... (default: the run's device setting)")
+    d.set_defaults(func=_predict)
     return p
 
 

@@ -3,9 +3,9 @@
     result = run_experiment(cfg, dataset="synthetic", root="data/synthetic", category="board", out="runs/demo/board")
 
 writes into `out`:
-    metrics.json      image_auroc, pixel_auroc, pro, ..., the kNN baseline, seconds per stage, provenance, and
-                      "validation": the self-check on held-out normals with pseudo-defects (dynad.validation)
-    per_image.csv     path, label, defect_type, score, knn_distance, bin, t_hat
+    metrics.json      image_auroc, pixel_auroc, pro, ..., "baselines" (kNN distance alone, patch kNN), seconds per
+                      stage, provenance, and "validation": the self-check on held-out normals with pseudo-defects
+    per_image.csv     path, label, defect_type, score, knn_distance, bin, t_hat (and patch_knn_score)
     per_defect.csv    the metrics split by defect type (each defect type against the normal test images)
     dic.json          training and test kNN distances, bin edges and the bin -> T_hat table (Figure 5)
     maps.npz          anomaly maps and the raw latent / feature maps (float16), ground-truth masks
@@ -36,7 +36,9 @@ from dynad.checks import check_config
 from dynad.config import ExperimentConfig
 from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, make_index, mask_is_empty
 from dynad.denoiser import build_unet, count_parameters
+from dynad.features import build_extractor
 from dynad.fingerprint import data_fingerprint
+from dynad.baselines.patch_knn import PatchKNN
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, record, write_json
 
@@ -174,12 +176,16 @@ def run_experiment(
     save_pipeline: bool = True,
     figures: bool = True,
     overwrite: bool = False,
+    baselines: bool = True,
+    fitted: tuple[DynAD, dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the method on one category and write the results into `out`; returns the metrics dict.
 
-    `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps).
-    `out` may hold an earlier run of the same data and config (it is redone); another run's folder raises
-    RunFolderError unless `overwrite`.
+    `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps);
+    `baselines=False` skips the patch kNN (it does not depend on the variant). `fitted`: (pipe, train, test) from
+    `fit_pipeline` for this config, when a caller shares one fit between runs (the ablations); its stage seconds
+    are then those of the shared fit. `out` may hold an earlier run of the same data and config (it is redone);
+    another run's folder raises RunFolderError unless `overwrite`.
     """
     out = Path(out)
     models_dir = Path(models_dir or out / "models")
@@ -189,7 +195,7 @@ def run_experiment(
     run_folder.prepare_folder(models_dir, need_models, "models folder")
     run_folder.claim(out, {"dataset": dataset, "category": category, "config": cat_cfg.hash()}, overwrite)
     t_start = time.perf_counter()
-    pipe, train_split, test = fit_pipeline(cfg, dataset, root, category, models_dir, progress)
+    pipe, train_split, test = fitted or fit_pipeline(cfg, dataset, root, category, models_dir, progress)
     cfg = pipe.cfg
     seconds = dict(pipe.provenance["seconds"])
 
@@ -216,12 +222,20 @@ def run_experiment(
     m["knn_baseline_image_auroc"] = metrics.image_auroc(test["labels"], res["knn_distance"])
     per_defect = per_defect_table(test, scores, maps_np, cfg.eval.pro_method)
     seconds["metrics"] = time.perf_counter() - t0
+    peers = {"knn_distance": {"image_auroc": m["knn_baseline_image_auroc"], "pixel_auroc": None, "pro": None}}
+    patch_scores = None
+    if baselines and cfg.baselines.patch_knn:
+        t0 = time.perf_counter()
+        peers["patch_knn"], patch_scores = patch_knn_baseline(cfg, pipe.device, train_split, test)
+        seconds["patch_knn"] = time.perf_counter() - t0
 
     rows = test["rows"]
     per_image = pd.DataFrame({
         "path": rows.image_path, "label": rows.label, "defect_type": rows.defect_type, "score": scores,
         "knn_distance": res["knn_distance"], "bin": res["bin"], "t_hat": res["t_hat"],
     })  # fmt: skip
+    if patch_scores is not None:
+        per_image["patch_knn_score"] = patch_scores
     dic_info = {
         "train_distances": pipe.dic.train_distances.tolist(),
         "test_distances": res["knn_distance"].tolist(),
@@ -265,6 +279,7 @@ def run_experiment(
         "dataset": dataset,
         "category": category,
         **m,
+        "baselines": peers,
         "n_train": int(len(train_split["rows"])),
         "n_held_out": train_split["held_out"],
         "validation": val_report,
@@ -281,6 +296,20 @@ def run_experiment(
     written = [*RESULT_FILES, "maps.npz", *(["pipeline.pt"] if save_pipeline else []), *figs.glob("*.png")]
     run_folder.write_manifest(out, written)  # last: the run is complete when its files match this list
     return result
+
+
+def patch_knn_baseline(
+    cfg: ExperimentConfig, device: torch.device, train: dict[str, Any], test: dict[str, Any]
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The patch-kNN peer on the run's own images, backbone (ImageNet weights, unadapted) and map smoothing:
+    (its metrics and bank size, its image scores (N,))."""
+    extractor = build_extractor(cfg.features).to(device)
+    peer = PatchKNN(cfg.baselines, extractor, cfg.features.map_layers, cfg.seed).fit(train["images"])
+    maps = peer.anomaly_maps(test["images"], cfg.anomaly_map).numpy()  # (N, S, S)
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    m = metrics.evaluate(test["labels"], scores, test["masks"].numpy(), maps, pro_method=cfg.eval.pro_method)
+    info = {"bank": int(len(peer.bank)), "training_patches": peer.n_patches, "weights": extractor.weights_label}
+    return {k: m[k] for k in ("image_auroc", "pixel_auroc", "pro")} | info, scores
 
 
 def choices(cfg: ExperimentConfig) -> dict[str, Any]:

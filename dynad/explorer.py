@@ -65,7 +65,7 @@ class StepSizeExplorer:
         """Load run_dir/eval: the fitted pipeline, the kNN statistics, the test images and the map statistics."""
         from dynad.anomaly_map import MapNormalization
         from dynad.pipeline import DynAD
-        from dynad.results import _load_images
+        from dynad.report.figures import load_images
 
         self.run_dir = Path(run_dir).resolve()
         ev = self.run_dir / "eval"
@@ -79,7 +79,7 @@ class StepSizeExplorer:
         # Eq. 9's test-set statistics of the evaluation run: maps at any T_hat share this scale.
         self.normalization = MapNormalization(float(lat.min()), float(lat.max()), float(feat.min()), float(feat.max()))
         size = self.pipe.cfg.data.image_size
-        self.images = _load_images(self.per_image.path.tolist(), size)  # (N, 3, S, S)
+        self.images = load_images(self.per_image.path.tolist(), size)  # (N, 3, S, S)
         self._cache.clear()
 
         step, t_max = self.pipe.cfg.reconstruction.num_steps, self.pipe.cfg.dic.t_max

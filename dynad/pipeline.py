@@ -90,6 +90,7 @@ class DynAD:
         self.schedule = NoiseSchedule(cfg.denoiser.num_train_timesteps, cfg.denoiser.beta_start, cfg.denoiser.beta_end)
         self.provenance = provenance or {}  # weights, parameter counts, training losses, stage seconds
         self.train_normalization: am.MapNormalization | None = None
+        self.train_scores: np.ndarray | None = None  # image scores of the normalization's training images
 
     # ----------------------------------------------------------------------------------------------------------
     # Fitting: each stage trains what is missing and reuses what is stored.
@@ -221,11 +222,17 @@ class DynAD:
         return torch.cat(out)
 
     def fit_train_normalization(self, train_images: torch.Tensor) -> None:
-        """(min, max) of the raw maps of some training images: lets one image be scored without a test set."""
+        """(min, max) of the raw maps of some training images: lets one image be scored without a test set.
+
+        Also keeps those images' scores under these statistics (`train_scores`): `dynad predict`'s fallback
+        threshold is a quantile of them.
+        """
         n = min(self.cfg.anomaly_map.num_train_maps, train_images.shape[0])
         idx = torch.randperm(train_images.shape[0], generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
         out = self.infer_all(train_images[idx], progress=False)
         self.train_normalization = am.MapNormalization.from_maps(out["latent_map"], out["feature_map"])
+        maps = self.anomaly_maps(out["latent_map"], out["feature_map"], self.train_normalization)
+        self.train_scores = am.image_scores(maps).numpy()  # (n,)
 
     # ----------------------------------------------------------------------------------------------------------
     # Inference.
@@ -356,6 +363,7 @@ class DynAD:
         dic = DynamicConditioning(cfg.dic, cfg.reconstruction.num_steps).fit(self.dic.train_features)
         other = DynAD(cfg, self.codec, self.unet, self.extractor, dic, self.device, self.provenance)
         other.train_normalization = self.train_normalization
+        other.train_scores = self.train_scores
         return other
 
     # ----------------------------------------------------------------------------------------------------------
@@ -376,6 +384,7 @@ class DynAD:
                 "extractor": self.extractor.state_dict(),
                 "dic": self.dic.state_dict(),
                 "train_normalization": None if self.train_normalization is None else asdict(self.train_normalization),
+                "train_scores": None if self.train_scores is None else self.train_scores.tolist(),
                 "provenance": self.provenance,
             },
         )
@@ -406,4 +415,6 @@ class DynAD:
         pipe = cls(cfg, codec, unet, extractor, dic, dev, state["provenance"])
         if state["train_normalization"]:
             pipe.train_normalization = am.MapNormalization(**state["train_normalization"])
+        if state.get("train_scores") is not None:  # absent in pipelines saved before `dynad predict`
+            pipe.train_scores = np.asarray(state["train_scores"], dtype=np.float32)
         return pipe

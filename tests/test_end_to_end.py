@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from dynad import synthetic
 from dynad.cli import main as cli_main
@@ -45,8 +46,14 @@ def test_run_writes_every_result_with_provenance(tiny_run):
     assert prov["config"]["preset"] == "tiny" and prov["versions"]["torch"]
     assert "mobilenet_v2-b0353104.pth" in prov["weights"]["feature_extractor"]
     assert set(metrics["seconds"]) >= {"train_autoencoder", "train_denoiser", "adaptation", "fit_knn", "inference"}
+    peers = metrics["baselines"]
+    assert peers["knn_distance"]["image_auroc"] == metrics["knn_baseline_image_auroc"]
+    assert peers["patch_knn"]["bank"] == peers["patch_knn"]["training_patches"]  # a tiny bank: exact, no coreset
+    for key in ("image_auroc", "pixel_auroc", "pro"):
+        assert 0.0 <= peers["patch_knn"][key] <= 1.0
     per_image = pd.read_csv(out / "per_image.csv")
-    assert list(per_image.columns) == ["path", "label", "defect_type", "score", "knn_distance", "bin", "t_hat"]
+    assert list(per_image.columns) == ["path", "label", "defect_type", "score", "knn_distance", "bin", "t_hat",
+                                       "patch_knn_score"]  # fmt: skip
     assert len(per_image) == 4 + 4 * 3
     assert set(per_image.t_hat) <= set(json.loads((out / "dic.json").read_text())["table"])
 
@@ -134,3 +141,66 @@ def test_cli_run_and_help(tiny_root, tmp_path, capsys):
     assert cli_main(["run", "--preset", "tiny", "--category", "board", "--root", str(tiny_root), "--out",
                      str(tmp_path / "y"), "--set", "dic.kk=1"]) == 2  # fmt: skip
     assert "dic.kk" in capsys.readouterr().err
+
+
+def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, tiny_root, tmp_path, capsys):
+    """`dynad predict`: the run's own test images score as in per_image.csv (both use training statistics);
+    folders, globs and odd sizes work; a corrupt file and a missing path each get one line and are skipped."""
+    run, _ = tiny_run
+    test_dir = tiny_root / "board" / "test"
+    odd = tmp_path / "odd" / "wide.png"
+    odd.parent.mkdir()
+    Image.new("RGB", (100, 60), (120, 90, 60)).save(odd)
+    bad = tmp_path / "odd" / "broken.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "pred"
+    rc = cli_main(["predict", str(run), str(test_dir / "good"), str(test_dir / "[!g]*" / "*.png"), str(odd.parent),
+                   str(tmp_path / "missing.png"), "--out", str(out), "--batch-size", "5"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1  # some inputs were skipped
+    assert err.count("skipped") == 2 and "broken.png" in err and "missing.png" in err
+    pred = pd.read_csv(out / "predictions.csv")
+    assert list(pred.columns) == ["path", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
+    per_image = pd.read_csv(run / "per_image.csv")
+    assert len(pred) == len(per_image) + 1
+    merged = per_image.merge(pred, on="path", suffixes=("_run", ""))
+    assert len(merged) == len(per_image)
+    assert np.allclose(merged.score, merged.score_run, atol=1e-4)
+    assert np.allclose(merged.knn_distance, merged.knn_distance_run, atol=1e-4)
+    assert (merged.t_hat == merged.t_hat_run).all()
+    summary = json.loads((out / "summary.json").read_text())
+    validation = json.loads((run / "metrics.json").read_text()).get("validation")
+    if validation:  # runs with validation pseudo-defects: their F1-optimal threshold
+        assert summary["threshold"] == pytest.approx(validation["threshold"])
+    else:
+        pipe = DynAD.load(run / "pipeline.pt")
+        assert summary["threshold"] == pytest.approx(float(np.quantile(pipe.train_scores, 0.99)))
+        assert "0.99 quantile" in summary["threshold_source"]
+    assert (pred.is_anomalous == (pred.score >= summary["threshold"])).all()
+    assert len(summary["skipped"]) == 2 and summary["n_images"] == len(pred)
+    wide = pred[pred.path == str(odd)].iloc[0]
+    overlay, mask = Image.open(out / "overlays" / "wide.png"), Image.open(out / "masks" / "wide.png")
+    assert overlay.size == mask.size == (100, 60)
+    assert set(np.unique(np.asarray(mask))) <= {0, 255}
+    assert bool(wide.is_anomalous) == (wide.score >= summary["threshold"])
+
+
+def test_predict_threshold_from_validation_or_given(tiny_run, tmp_path):
+    """The run's validation threshold wins over the training quantile; --threshold wins over both."""
+    import shutil
+
+    from dynad.predict import predict
+
+    run, _ = tiny_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    shutil.copy(run / "pipeline.pt", copy / "pipeline.pt")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["validation"] = {"image_auroc": 1.0, "pixel_auroc": 1.0, "threshold": 0.123}
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    image = sorted((Path(pd.read_csv(run / "per_image.csv").path[0])).parent.glob("*.png"))[0]
+    s = predict(copy, [image], tmp_path / "a", progress=False)
+    assert s["threshold"] == 0.123 and "validation" in s["threshold_source"]
+    s = predict(copy, [image], tmp_path / "b", threshold=5.0, progress=False)
+    assert s["threshold"] == 5.0 and s["n_anomalous"] == 0
+    assert not np.asarray(Image.open(tmp_path / "b" / "masks" / f"{image.stem}.png")).any()

@@ -1,0 +1,197 @@
+"""`dynad predict RUN_DIR IMAGES... --out DIR`: score new images with a fitted run.
+
+    summary = predict("runs/board", ["new/*.png", "more_images/"], "predictions/board")
+
+RUN_DIR is a `dynad run` output folder (or a `dynad reproduce` category folder, whose `eval/` holds it) with its
+`pipeline.pt`. Images may be files, folders (searched recursively) or glob patterns, of any size: each is resized
+to the run's image size, as training did, and scored in batches, so only one batch is in memory at a time. Maps
+are normalised with the training statistics stored in the pipeline (Eq. 9 without a test set).
+
+The threshold, in this order: `threshold` when given; the F1-optimal threshold on the run's validation
+pseudo-defects (`metrics.json["validation"]["threshold"]`) when the run has them; else the `predict.threshold_quantile`
+quantile (0.99 by default) of the scores of the training images the normalisation statistics came from. An image is
+anomalous when its score (the map's maximum) reaches the threshold; its mask marks the pixels that do.
+
+Writes into `out`:
+    predictions.csv      path, score, is_anomalous, threshold, knn_distance, bin, t_hat
+    overlays/<name>.png  the input at its own size with the anomaly map over it (jet; the threshold is mid-scale)
+    masks/<name>.png     the binary mask at the threshold (255 = anomalous), at the input's own size
+    summary.json         counts, threshold and where it came from, skipped files, images per second, peak memory
+A file that cannot be read is skipped with one line naming it; the others are still scored.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dynad.data import DatasetError, load_image
+from dynad.pipeline import DynAD
+from dynad.provenance import atomic_write, write_json
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+COLUMNS = ["path", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
+
+
+class PredictError(ValueError):
+    """A run folder without a usable pipeline, no images, or no threshold; the message names the fault."""
+
+
+def find_pipeline(run_dir: str | Path) -> Path:
+    """RUN_DIR/pipeline.pt, or RUN_DIR/eval/pipeline.pt (a `dynad reproduce` category folder)."""
+    run_dir = Path(run_dir)
+    for p in (run_dir / "pipeline.pt", run_dir / "eval" / "pipeline.pt"):
+        if p.is_file():
+            return p
+    raise PredictError(f"{run_dir}: no pipeline.pt (looked at {run_dir / 'pipeline.pt'} and "
+                       f"{run_dir / 'eval' / 'pipeline.pt'}); `dynad run` writes it")  # fmt: skip
+
+
+def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Files, folders (recursive; image suffixes only) and globs -> (image paths in order, problems)."""
+    paths: list[Path] = []
+    problems: list[dict[str, str]] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                problems.append({"path": str(p), "error": "folder holds no image files"})
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        elif glob.has_magic(str(item)):
+            found = sorted(Path(f) for f in glob.glob(str(item), recursive=True) if Path(f).is_file())
+            if not found:
+                problems.append({"path": str(item), "error": "pattern matches no file"})
+            paths += found
+        else:
+            problems.append({"path": str(item), "error": "no such file or folder"})
+    return list(dict.fromkeys(paths)), problems  # each file once, first occurrence first
+
+
+def run_threshold(pipeline_path: Path, pipe: DynAD, quantile: float | None = None) -> tuple[float, str]:
+    """(threshold, where it came from) for a run without `--threshold`."""
+    m = pipeline_path.parent / "metrics.json"
+    validation = json.loads(m.read_text()).get("validation") if m.is_file() else None
+    if validation and validation.get("threshold") is not None:
+        return float(validation["threshold"]), f"F1-optimal on the run's validation pseudo-defects ({m})"
+    if pipe.train_scores is None:
+        raise PredictError(f"{pipeline_path}: the run has no validation threshold and the pipeline stores no "
+                           "training scores (saved before `dynad predict` existed); pass --threshold")  # fmt: skip
+    q = pipe.cfg.predict.threshold_quantile if quantile is None else quantile
+    if not 0.0 <= q <= 1.0:
+        raise PredictError(f"threshold quantile must lie in [0, 1], got {q}")
+    n = len(pipe.train_scores)
+    return float(np.quantile(pipe.train_scores, q)), f"{q} quantile of {n} training images' scores"
+
+
+def heat_overlay(image: Image.Image, amap: np.ndarray, threshold: float) -> Image.Image:
+    """The RGB image with the map (H, W) over it: jet of map / (2 threshold), so the threshold is mid-scale."""
+    import matplotlib
+
+    heat = matplotlib.colormaps["jet"](np.clip(amap / max(2 * threshold, 1e-12), 0, 1))[..., :3]  # (H, W, 3)
+    rgb = np.asarray(image, dtype=np.float32) / 255
+    return Image.fromarray((255 * (0.5 * rgb + 0.5 * heat)).round().astype(np.uint8))
+
+
+def _output_names(paths: list[Path]) -> list[str]:
+    """A unique file name per input: its stem, with -2, -3, ... for stems seen before."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        seen[p.stem] = seen.get(p.stem, 0) + 1
+        names.append(p.stem if seen[p.stem] == 1 else f"{p.stem}-{seen[p.stem]}")
+    return names
+
+
+def predict(
+    run_dir: str | Path,
+    inputs: Iterable[str | Path],
+    out: str | Path,
+    threshold: float | None = None,
+    quantile: float | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every image of `inputs` with the run's pipeline and write the files above; returns the summary."""
+    t_start = time.perf_counter()
+    pipeline_path = find_pipeline(run_dir)
+    paths, skipped = expand_inputs(inputs)
+    for s in skipped:
+        print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
+    if not paths:
+        raise PredictError("no image to score in " + ", ".join(str(i) for i in inputs))
+    pipe = DynAD.load(pipeline_path, device)
+    if pipe.train_normalization is None:
+        raise PredictError(f"{pipeline_path}: the pipeline stores no training statistics to normalise maps with")
+    source = "given (--threshold)"
+    if threshold is None:
+        threshold, source = run_threshold(pipeline_path, pipe, quantile)
+    out = Path(out)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    size = pipe.cfg.data.image_size
+    batch_size = batch_size or pipe.cfg.data.batch_size
+    names = _output_names(paths)
+    rows = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
+    for start in range(0, len(paths), batch_size):
+        batch = []  # (index, tensor (3, S, S))
+        for i in range(start, min(start + batch_size, len(paths))):
+            try:
+                batch.append((i, load_image(paths[i], size)))
+            except DatasetError as e:
+                print(f"skipped {paths[i]}: {e}", file=sys.stderr)
+                skipped.append({"path": str(paths[i]), "error": str(e)})
+        if not batch:
+            bar.update(min(batch_size, len(paths) - start))
+            continue
+        res = pipe.score(torch.stack([x for _, x in batch]))
+        for k, (i, _) in enumerate(batch):
+            score = float(res["pred_score"][k])
+            image = Image.open(paths[i]).convert("RGB")  # decoded again at its own size, for the overlay
+            amap = F.interpolate(res["anomaly_map"][k][None, None].float(), size=(image.height, image.width),
+                                 mode="bilinear", align_corners=False)[0, 0].numpy()  # (H, W) fmt: skip
+            heat_overlay(image, amap, threshold).save(out / "overlays" / f"{names[i]}.png")
+            Image.fromarray(((amap >= threshold) * 255).astype(np.uint8)).save(out / "masks" / f"{names[i]}.png")
+            rows.append({"path": str(paths[i]), "score": score, "is_anomalous": score >= threshold,
+                         "threshold": threshold, "knn_distance": float(res["knn_distance"][k]),
+                         "bin": int(res["bin"][k]), "t_hat": int(res["t_hat"][k])})  # fmt: skip
+        bar.update(min(batch_size, len(paths) - start))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    with atomic_write(out / "predictions.csv", "w") as f:
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(f, index=False)
+    summary = {
+        "run": str(pipeline_path),
+        "n_images": len(rows),
+        "n_anomalous": int(sum(r["is_anomalous"] for r in rows)),
+        "threshold": threshold,
+        "threshold_source": source,
+        "skipped": skipped,
+        "image_size": size,
+        "batch_size": batch_size,
+        "device": str(pipe.device),
+        "threads": torch.get_num_threads(),
+        "seconds_scoring": seconds,
+        "seconds_total": time.perf_counter() - t_start,
+        "images_per_second": len(rows) / seconds if seconds > 0 else None,
+        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+    }
+    write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,60 @@
+"""The report layer's tables (dynad/report/tables.py) on hand-made run metrics: the peers sit beside DynAD."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dynad.report.runs import Run
+from dynad.report.tables import comparison_table, main_table, peers_table, table1_visa, table3_btad
+from dynad.report.targets import load_targets
+
+
+def _metrics(i_auroc: float, patch: float | None) -> dict:
+    m = {"image_auroc": i_auroc, "pixel_auroc": 0.9, "pro": 0.8, "knn_baseline_image_auroc": 0.7}
+    if patch is not None:
+        m["baselines"] = {"knn_distance": {"image_auroc": 0.7, "pixel_auroc": None, "pro": None},
+                          "patch_knn": {"image_auroc": patch, "pixel_auroc": 0.85, "pro": 0.75, "bank": 10}}  # fmt: skip
+    return m
+
+
+def _runs(patch: list[float | None]) -> list[Run]:
+    return [Run("synthetic", c, Path(c), _metrics(0.9 + 0.05 * i, p)) for i, (c, p) in enumerate(zip("ab", patch))]
+
+
+def test_main_table_shows_the_patch_knn_peer_only_when_the_runs_computed_it():
+    targets = load_targets()
+    old = main_table(_runs([None, None]), "synthetic", targets)
+    assert list(old.columns) == ["category", "ours", "image_auroc", "pixel_auroc", "pro", "knn_image_auroc"]
+    new = main_table(_runs([0.6, 0.8]), "synthetic", targets)
+    assert list(new.columns) == [*old.columns, "patch_knn_image_auroc", "patch_knn_pixel_auroc", "patch_knn_pro"]
+    assert new.patch_knn_image_auroc.tolist() == pytest.approx([60.0, 80.0, 70.0])  # two categories and their mean
+    assert new.image_auroc.tolist() == pytest.approx([90.0, 95.0, 92.5])
+    mixed = main_table(_runs([0.6, None]), "synthetic", targets)
+    assert np.isnan(mixed.patch_knn_image_auroc[1]) and mixed.patch_knn_image_auroc[2] == pytest.approx(60.0)
+
+
+def test_comparison_table_adds_the_peers_rows_and_paper_tables_are_named():
+    targets = load_targets()
+    runs = [Run("visa", c, Path(c), _metrics(0.9, 0.8)) for c in ("candle", "pcb1")]
+    t = comparison_table(runs, "visa", targets)
+    assert t.method.iloc[-3].startswith("dynad") and t.method.iloc[-2].startswith("kNN distance alone")
+    assert t.method.iloc[-1].startswith("patch kNN") and t.image_auroc.iloc[-1] == pytest.approx(80.0)
+    assert np.isnan(t.pixel_auroc.iloc[-2])  # the kNN distance scores images only
+    assert len(comparison_table([Run("visa", "candle", Path("c"), _metrics(0.9, None))], "visa", targets)) == len(t) - 2
+    assert table1_visa(runs, targets).equals(main_table(runs, "visa", targets))
+    assert "paper_image_auroc" in table3_btad([], targets).columns
+
+
+def test_peers_table_reads_metrics_json(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps(_metrics(0.9, 0.6)))
+    t = peers_table(tmp_path)
+    assert t.method.tolist() == ["DynAD", "kNN distance alone", "patch kNN (bank 10 patches)"]
+    assert t.image_auroc.tolist() == pytest.approx([0.9, 0.7, 0.6])
+    (tmp_path / "metrics.json").write_text(json.dumps(_metrics(0.9, None)))
+    assert len(peers_table(tmp_path)) == 2
+    assert isinstance(peers_table(tmp_path), pd.DataFrame)
