@@ -164,6 +164,9 @@ class ValidationConfig:
 
     fraction: float = 0.1  # of the training normals, held out of every stage of training
     seed: int = 0  # which images are held out and which pseudo-defects they get
+
+
+@dataclass(frozen=True)
 class BaselineConfig:
     """The reconstruction-free peers computed in every run beside DynAD (dynad/baselines/)."""
 

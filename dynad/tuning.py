@@ -23,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from dynad import validation
-from dynad.config import ExperimentConfig, preset_path
+from dynad.config import ConfigError, ExperimentConfig, load_preset, preset_path
 from dynad.experiment import fit_pipeline
 from dynad.provenance import atomic_write
 
@@ -83,7 +83,7 @@ def tune(
     best = table.iloc[0].to_dict()
     chosen = {k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}
     chosen["anomaly_map.kernel_size"] = _kernel(best["anomaly_map.sigma"])
-    write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", len(val.labels), fit_seconds)
+    write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", len(val.labels) // 2, fit_seconds)
     return best
 
 
@@ -93,8 +93,17 @@ def write_tuned_preset(
     """The preset that `cfg` came from, with the chosen settings written in, and a header saying how they were chosen."""
     try:
         base = yaml.safe_load(preset_path(cfg.preset).read_text()) or {}
-    except Exception:  # a custom or file preset: start from the full config
-        base = cfg.to_dict()
+        preset_cfg = load_preset(cfg.preset).to_dict()
+    except ConfigError:  # a custom or file preset: start from the full config
+        base, preset_cfg = {}, {}
+    # What the run overrode (--set) stays in the tuned preset: its trained models are the ones tuned.
+    for section, fields in cfg.to_dict().items():
+        if isinstance(fields, dict) and isinstance(preset_cfg.get(section), dict):
+            for field, value in fields.items():
+                if value != preset_cfg[section].get(field):
+                    base.setdefault(section, {})[field] = list(value) if isinstance(value, tuple) else value
+        elif fields != preset_cfg.get(section) and section != "preset":
+            base[section] = fields
     for key, value in chosen.items():
         section, field = key.split(".")
         v = value.item() if hasattr(value, "item") else value
