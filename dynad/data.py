@@ -18,7 +18,12 @@ with split_csv/1cls.csv, or converted to the MVTec-like layout by VisA's own pre
 Magnetic Tile Defect data set (split: every 5th sorted MT_Free image is a test image).
 
 Images load as (3, S, S) float32 in [-1, 1] (bilinear resize of the whole image, no crop); masks as (1, S, S) in
-{0, 1}, thresholded after a bilinear resize of the [0, 1] mask.
+{0, 1}. A mask file is read by its data set's value convention (`MASK_ENCODING`): greyscale 0/255 (MVTec AD, BTAD,
+Magnetic Tile; defect where the value is above half scale) or class values (VisA's published masks hold 0/1 or
+small integers: any non-zero pixel is defect). "auto" (every other layout) reads a file whose largest value is
+below half scale as class values, since /255 > 0.5 would empty it. It is then resized so that no defect pixel
+vanishes ("area": an output pixel is defect when any defect pixel lies in its footprint) or, as the paper and the
+reference code do, bilinearly and then thresholded ("bilinear").
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ KNOWN_CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 
 DATASETS = ("mvtec", "visa", "btad", "mtd", "synthetic", "folder")
+
+# How each data set stores its masks: "grey" 0/255, "class" values (non-zero = defect), "auto" (decided per file).
+MASK_ENCODING = {"mvtec": "grey", "synthetic": "grey", "btad": "grey", "mtd": "grey", "visa": "class", "folder": "auto"}
+MASK_RESIZE = ("area", "bilinear")
 
 COLUMNS = ("split", "category", "defect_type", "label", "image_path", "mask_path")
 
@@ -249,8 +258,8 @@ def _check_mtd_masks(imgs_dir: Path, images: list[Path]) -> dict[str, Path]:
     return masks
 
 
-def _open(path: str | Path, mode: str) -> Image.Image:
-    """The fully decoded image in `mode`; any failure becomes a DatasetError naming the file."""
+def _open(path: str | Path, mode: str | None) -> Image.Image:
+    """The fully decoded image in `mode` (None: as stored); any failure becomes a DatasetError naming the file."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # With this global set, PIL pads truncated files with grey instead of failing.
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by other code); dynad refuses to "
@@ -258,7 +267,7 @@ def _open(path: str | Path, mode: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert(mode)
+            return im.convert(mode) if mode is not None else im.copy()
     except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, EOFError, ... on corrupt data
         raise DatasetError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
 
@@ -277,33 +286,75 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     return x / 127.5 - 1
 
 
-def load_mask(path: str | Path | None, size: int, threshold: float = 0.5) -> torch.Tensor:
-    """(1, size, size) float32 in {0, 1}: the [0, 1] greyscale mask, resized bilinearly, then > threshold.
+def _mask_values(path: str | Path, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """The stored mask as (soft value in [0, 1], defect) arrays (H, W), read by its value convention."""
+    im = _open(path, None)
+    # Single-channel files keep their stored values (a palette file its class indices); colour ones go to grey.
+    raw = np.asarray(im if im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L") else im.convert("L"))
+    raw = raw.astype(np.float64)  # (H, W)
+    full = 255.0 if raw.max() <= 255 else 65535.0  # 8- or 16-bit greyscale
+    if encoding == "auto":
+        encoding = "class" if 0 < raw.max() < full / 2 else "grey"
+    if encoding == "grey":
+        soft = raw / full
+        return soft, soft > 0.5
+    if encoding == "class":
+        defect = raw > 0
+        return defect.astype(np.float64), defect
+    raise ValueError(f"mask encoding must be 'grey', 'class' or 'auto', got {encoding!r}")
 
-    threshold 0.5 is the paper's binarisation; 0.0 keeps every pixel the resize touched, the reference code's
-    slight dilation. `path` None (a normal image) gives all zeros.
+
+def load_mask(
+    path: str | Path | None, size: int, threshold: float = 0.5, resize: str = "area", encoding: str = "auto"
+) -> torch.Tensor:
+    """(1, size, size) float32 in {0, 1}; `path` None (a normal image) gives all zeros.
+
+    resize="area": the defect pixels' area fraction in each output pixel's footprint, defect where > 0, so that a
+    defect smaller than an output pixel keeps one pixel (a defective image never ends with an empty mask).
+    resize="bilinear": the soft mask resized bilinearly, then > threshold; 0.5 is the paper's binarisation, 0.0
+    keeps every pixel the resize touched (the reference code's slight dilation).
     """
     _check_size(size)
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"mask threshold must be in [0, 1), got {threshold!r}")
+    if resize not in MASK_RESIZE:
+        raise ValueError(f"mask resize must be one of {MASK_RESIZE}, got {resize!r}")
     if path is None:
         return torch.zeros(1, size, size)
-    # Resize in float so the threshold sees the interpolated value, not one rounded to 1/255.
-    m = np.array(_open(path, "L"), dtype=np.float32) / 255
-    m = np.array(Image.fromarray(m).resize((size, size), Image.Resampling.BILINEAR))
-    return torch.from_numpy(m > threshold).float()[None]  # (1, S, S)
+    soft, defect = _mask_values(path, encoding)
+    # Resize in float so that the threshold sees the interpolated value, not one rounded to 1/255. PIL's BOX filter
+    # averages exactly over each output pixel's footprint (positive weights only), so "> 0" is an area max-pool.
+    if resize == "area":
+        m = np.array(Image.fromarray(defect.astype(np.float32)).resize((size, size), Image.Resampling.BOX)) > 0
+    else:
+        m = np.array(Image.fromarray(soft.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)) > threshold
+    return torch.from_numpy(m).float()[None]  # (1, S, S)
+
+
+def mask_is_empty(path: str | Path, encoding: str = "auto") -> bool:
+    """True when the stored mask (at its own resolution) marks no defect pixel."""
+    return not _mask_values(path, encoding)[1].any()
 
 
 class ImageDataset(torch.utils.data.Dataset):
     """The rows of an index (from `make_index`) as {"image", "mask", "label", "index"} items."""
 
-    def __init__(self, index: pd.DataFrame, image_size: int, mask_threshold: float = 0.5):
+    def __init__(
+        self,
+        index: pd.DataFrame,
+        image_size: int,
+        mask_threshold: float = 0.5,
+        mask_resize: str = "area",
+        mask_encoding: str = "auto",
+    ):
         missing = {"image_path", "mask_path", "label"} - set(index.columns)
         if missing:
             raise ValueError(f"index lacks the columns {sorted(missing)}")
         _check_size(image_size)
         self.image_size = image_size
         self.mask_threshold = mask_threshold
+        self.mask_resize = mask_resize
+        self.mask_encoding = mask_encoding
         self.images = [str(p) for p in index.image_path]
         # None (from make_index) or NaN (an index read back from CSV) both mean "no mask".
         self.masks = [None if pd.isna(m) else str(m) for m in index.mask_path]
@@ -315,7 +366,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         return {
             "image": load_image(self.images[i], self.image_size),
-            "mask": load_mask(self.masks[i], self.image_size, self.mask_threshold),
+            "mask": load_mask(self.masks[i], self.image_size, self.mask_threshold, self.mask_resize, self.mask_encoding),
             "label": self.labels[i],
             "index": i,
         }

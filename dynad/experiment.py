@@ -16,6 +16,7 @@ Trained models live in `models_dir` (default `out/models`), shared between runs 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from dynad import metrics, plots
 from dynad.anomaly_map import MapNormalization, image_scores
 from dynad.config import ExperimentConfig
-from dynad.data import ImageDataset, make_index
+from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, make_index, mask_is_empty
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, record, write_json
 
@@ -39,17 +40,45 @@ def is_complete(out: str | Path) -> bool:
     return all((out / f).is_file() for f in RESULT_FILES)
 
 
-def load_split(index: pd.DataFrame, split: str, cfg: ExperimentConfig, progress: bool) -> dict[str, Any]:
-    """All images of one split as tensors: images (N, 3, S, S), masks (N, S, S) bool, labels (N,)."""
+def load_split(
+    index: pd.DataFrame, split: str, cfg: ExperimentConfig, progress: bool, mask_encoding: str = "auto"
+) -> dict[str, Any]:
+    """All images of one split as tensors: images (N, 3, S, S), masks (N, S, S) bool, labels (N,), and the number
+    of defective images whose mask is empty at this resolution (`defective_without_mask`), of which
+    `defective_without_mask_in_data` are empty in the stored file already.
+
+    Warns when any defective image has an empty mask (its defect pixels would count as normal) and raises when all
+    of them do (no pixel metric could be computed; found now rather than after training).
+    """
     rows = index[index.split == split].reset_index(drop=True)
-    ds = ImageDataset(rows, cfg.data.image_size, cfg.data.mask_threshold)
+    d = cfg.data
+    ds = ImageDataset(rows, d.image_size, d.mask_threshold, d.mask_resize, mask_encoding)
     items = [ds[i] for i in tqdm(range(len(ds)), desc=f"load {split}", disable=not progress, leave=False)]
-    return {
+    out = {
         "rows": rows,
         "images": torch.stack([it["image"] for it in items]),
         "masks": torch.stack([it["mask"][0] for it in items]).bool(),
         "labels": np.array([it["label"] for it in items]),
     }
+    defective = np.flatnonzero(out["labels"] == 1)
+    empty = [i for i in defective if not out["masks"][i].any()]
+    in_data = [i for i in empty if mask_is_empty(rows.mask_path[i], mask_encoding)]
+    if empty and len(empty) == len(defective):
+        raise DatasetError(
+            f"all {len(defective)} defective {split} images have an empty mask at {d.image_size} px "
+            f"(e.g. {rows.mask_path[empty[0]]}; {len(in_data)} empty in the file itself): check how the masks store "
+            f"defects (0/255 greyscale or class values) and data.mask_resize"
+        )
+    if empty:
+        warnings.warn(
+            f"{len(empty)} of {len(defective)} defective {split} images have an empty mask at {d.image_size} px "
+            f"({len(in_data)} of them empty in the stored file, e.g. {rows.mask_path[empty[0]]}); they stay "
+            f"labelled defective for image AUROC, and add no defect pixels to pixel AUROC and PRO",
+            stacklevel=2,
+        )
+    out["defective_without_mask"] = len(empty)
+    out["defective_without_mask_in_data"] = len(in_data)
+    return out
 
 
 def per_defect_table(test: dict, scores: np.ndarray, maps: np.ndarray, pro_method: str) -> pd.DataFrame:
@@ -82,7 +111,7 @@ def fit_pipeline(
     t0 = time.perf_counter()
     index = make_index(dataset, root, category)
     train_split = load_split(index, "train", cfg, progress)
-    test = load_split(index, "test", cfg, progress)
+    test = load_split(index, "test", cfg, progress, MASK_ENCODING[dataset])
     load_seconds = time.perf_counter() - t0
     data_id = {"dataset": dataset, "root": str(Path(root).resolve()), "category": category}
     pipe = DynAD.fit(cfg, train_split["images"], models_dir, data_id, progress=progress)
@@ -176,6 +205,8 @@ def run_experiment(
         **m,
         "n_train": int(len(train_split["rows"])),
         "n_test": int(len(rows)),
+        "defective_without_mask": test["defective_without_mask"],
+        "defective_without_mask_in_data": test["defective_without_mask_in_data"],
         "seconds": seconds,
         "choices": choices(cfg),
         "denoiser_parameters": pipe.provenance.get("denoiser_parameters"),
@@ -193,6 +224,7 @@ def choices(cfg: ExperimentConfig) -> dict[str, Any]:
         "sampler_start": cfg.reconstruction.sampler_start,
         "vae_posterior": cfg.autoencoder.posterior,
         "map_normalization": cfg.anomaly_map.normalization,
+        "mask_resize": cfg.data.mask_resize,
         "mask_threshold": cfg.data.mask_threshold,
         "knn_self_distance": cfg.dic.self_distance,
         "pro_method": cfg.eval.pro_method,

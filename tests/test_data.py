@@ -12,16 +12,20 @@ import torch
 from PIL import Image, ImageFile
 
 from dynad import synthetic
+from dynad.config import apply_overrides, load_preset
 from dynad.data import (
     COLUMNS,
     DATASETS,
     KNOWN_CATEGORIES,
+    MASK_ENCODING,
     DatasetError,
     ImageDataset,
     load_image,
     load_mask,
     make_index,
+    mask_is_empty,
 )
+from dynad.experiment import load_split
 
 MTD_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile"
 W, H = 30, 20  # deliberately not square: loading must resize without cropping
@@ -125,14 +129,55 @@ def test_load_mask_binarises_after_resize(tmp_path):
     assert m.shape == (1, 8, 8) and m.dtype == torch.float32
     # The edge falls exactly between output columns 3 and 4: 0.5 keeps the left half, 0.0 dilates by the blur.
     assert m[0].sum(0).tolist() == [8.0] * 4 + [0.0] * 4
-    dilated = load_mask(path, 8, threshold=0.0)
+    dilated = load_mask(path, 8, threshold=0.0, resize="bilinear")
     assert dilated[0].sum(0).tolist() == [8.0] * 5 + [0.0] * 3
+    assert torch.equal(load_mask(path, 8, resize="bilinear"), m)  # the paper's 0.5 agrees with "area" here
     assert torch.equal(load_mask(None, 8), torch.zeros(1, 8, 8))
     with pytest.raises(ValueError, match="threshold"):
         load_mask(path, 8, threshold=1.0)
 
 
-def visa_published_tree(root: Path) -> Path:
+def test_area_resize_keeps_every_defect(tmp_path):
+    # A 1-pixel defect at 96 px -> 8 px: bilinear then > 0.5 loses it; "area" keeps exactly the pixel holding it.
+    m = np.zeros((96, 96), np.uint8)
+    m[50, 70] = 255
+    Image.fromarray(m).save(tmp_path / "dot.png")
+    assert load_mask(tmp_path / "dot.png", 8, resize="bilinear").sum() == 0
+    area = load_mask(tmp_path / "dot.png", 8)
+    assert area.sum() == 1 and area[0, 50 // 12, 70 // 12] == 1
+    # For an integer factor "area" is a max-pool of the binary mask (a defect pixel never vanishes, none is added).
+    rng = np.random.default_rng(0)
+    for density in (0.001, 0.02, 0.3):
+        m = (rng.random((96, 96)) < density).astype(np.uint8) * 255
+        Image.fromarray(m).save(tmp_path / "r.png")
+        pooled = torch.nn.functional.max_pool2d(torch.from_numpy(m > 127).float()[None, None], 12)[0]  # (1, 8, 8)
+        assert torch.equal(load_mask(tmp_path / "r.png", 8), pooled)
+    with pytest.raises(ValueError, match="resize"):
+        load_mask(tmp_path / "r.png", 8, resize="nearest")
+
+
+def write_class_mask(path: Path, value: int = 1) -> Path:
+    """VisA's published convention: the defect holds a class value (1, sometimes a small integer), not 255."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = np.zeros((H, W), np.uint8)
+    m[:, : W // 2] = value
+    Image.fromarray(m).save(path)
+    return path
+
+
+def test_class_value_masks(tmp_path):
+    for value in (1, 3):
+        path = write_class_mask(tmp_path / f"m{value}.png", value)
+        expected = load_mask(write_mask(tmp_path / "grey.png"), 8)
+        assert expected.sum() == 32
+        assert torch.equal(load_mask(path, 8, encoding="class"), expected)
+        assert torch.equal(load_mask(path, 8), expected)  # "auto": below half scale, so class values
+        assert load_mask(path, 8, encoding="grey").sum() == 0  # the fault: /255 > 0.5 empties it
+    # A 0/255 mask reads the same under every convention.
+    assert torch.equal(load_mask(tmp_path / "grey.png", 8, encoding="class"), expected)
+
+
+def visa_published_tree(root: Path, mask_writer=write_mask) -> Path:
     lines = ["object,split,label,image,mask"]
     for cat in ("candle", "pcb1"):
         for i in range(3):
@@ -142,7 +187,7 @@ def visa_published_tree(root: Path) -> Path:
         for i in range(2):
             image, mask = f"{cat}/Data/Images/Anomaly/{i:03d}.JPG", f"{cat}/Data/Masks/Anomaly/{i:03d}.png"
             write_image(root / image)
-            write_mask(root / mask)
+            mask_writer(root / mask)
             lines.append(f"{cat},test,anomaly,{image},{mask}")
     csv = root / "split_csv" / "1cls.csv"
     csv.parent.mkdir(parents=True)
@@ -159,6 +204,44 @@ def test_visa_published_layout(tmp_path):
     bad = index[index.label == 1]
     assert [Path(m).stem for m in bad.mask_path] == [Path(p).stem for p in bad.image_path]
     assert ImageDataset(index, 12)[int(bad.index[0])]["mask"].sum() > 0
+
+
+def test_visa_published_class_masks_through_load_split(tmp_path):
+    # The published layout with its 0/1 masks, read the way a run reads it (experiment.load_split).
+    visa_published_tree(tmp_path, write_class_mask)
+    index = make_index("visa", tmp_path, "candle")
+    cfg = load_preset("tiny", ["data.image_size=8"])
+    test = load_split(index, "test", cfg, progress=False, mask_encoding=MASK_ENCODING["visa"])
+    assert test["labels"].tolist() == [1, 1, 0] and test["defective_without_mask"] == 0
+    assert [int(m.sum()) for m in test["masks"]] == [32, 32, 0]
+    with pytest.raises(DatasetError, match=r"all 2 defective test images have an empty mask at 8 px"):
+        load_split(index, "test", cfg, progress=False, mask_encoding="grey")  # the old reading, stopped early
+
+
+def test_folder_class_masks_detected(tmp_path):
+    cat = mvtec_tree(tmp_path, "part")
+    for mask in (cat / "ground_truth").rglob("*.png"):
+        write_class_mask(mask)
+    index = make_index("folder", tmp_path, "part")
+    test = load_split(index, "test", load_preset("tiny", ["data.image_size=8"]), False, MASK_ENCODING["folder"])
+    assert [int(m.sum()) for m in test["masks"][test["labels"] == 1]] == [32, 32, 32]
+
+
+def test_empty_masks_counted_and_warned(tmp_path):
+    cat = mvtec_tree(tmp_path, "bottle")
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(cat / "ground_truth" / "crack" / "001_mask.png")  # empty file
+    dot = np.zeros((H, W), np.uint8)
+    dot[5, 5] = 255  # one pixel: vanishes at 8 px under bilinear > 0.5
+    Image.fromarray(dot).save(cat / "ground_truth" / "broken" / "000_mask.png")
+    index = make_index("mvtec", tmp_path, "bottle")
+    cfg = load_preset("tiny", ["data.image_size=8"])
+    with pytest.warns(UserWarning, match=r"1 of 3 defective test images have an empty mask at 8 px \(1 of them empty"):
+        test = load_split(index, "test", cfg, False, "grey")
+    assert (test["defective_without_mask"], test["defective_without_mask_in_data"]) == (1, 1)
+    bilinear = apply_overrides(cfg, ["data.mask_resize=bilinear"])
+    with pytest.warns(UserWarning, match=r"2 of 3 defective test images"):
+        test = load_split(index, "test", bilinear, False, "grey")
+    assert (test["defective_without_mask"], test["defective_without_mask_in_data"]) == (2, 1)
 
 
 def test_visa_converted_layout(tmp_path):
@@ -419,3 +502,16 @@ def test_magnetic_tile_real_data():
     assert image.shape == (3, 64, 64) and image.min() >= -1 and image.max() <= 1
     assert torch.equal(image[0], image[1])  # greyscale photographs
     assert (np.array(Image.open(row.mask_path).convert("L")) > 127).any() and mask.sum() > 0
+
+
+@pytest.mark.realdata
+def test_magnetic_tile_masks_survive_resizing():
+    if not MTD_ROOT.is_dir():
+        pytest.skip(f"Magnetic Tile data not found at {MTD_ROOT}: it lives beside the repository in shared/data")
+    index = make_index("mtd", MTD_ROOT, "magnetic_tile")
+    masks = index[index.label == 1].mask_path.tolist()
+    in_data = sum(mask_is_empty(p) for p in masks)
+    bilinear = sum(load_mask(p, 64, resize="bilinear").sum() == 0 for p in masks)
+    area = sum(load_mask(p, 64).sum() == 0 for p in masks)
+    # 4 masks are empty in the data; bilinear > 0.5 at 64 px empties 21; "area" keeps every stored defect.
+    assert (in_data, bilinear, area) == (4, 21, 4)

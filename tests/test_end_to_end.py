@@ -40,6 +40,7 @@ def test_run_writes_every_result_with_provenance(tiny_run):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc"):
         assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["defective_without_mask"] == 0 and metrics["choices"]["mask_resize"] == "area"
     prov = metrics["provenance"]
     assert prov["config"]["preset"] == "tiny" and prov["versions"]["torch"]
     assert "mobilenet_v2-b0353104.pth" in prov["weights"]["feature_extractor"]
