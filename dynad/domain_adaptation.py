@@ -4,7 +4,9 @@
 
 x0_hat is the reconstruction of a training image x0 from itself through Algorithm 1 at a random step
 T = T_max * p / num_levels, p ~ U{1 .. num_levels}, one draw per batch; the VAE and the UNet are frozen, so x0_hat
-carries no gradient. The extractor learns that a normal image and its reconstruction are the same thing, which
+carries no gradient. step_grid="paper" scales and steps from round(T); step_grid="reference" (the official code)
+scales the latent by abar at the truncated T and steps from T rounded half up to a multiple of the DDIM steps
+(T_max 75, p 1: scale at 7, step from 10). The extractor learns that a normal image and its reconstruction are the same thing, which
 removes the reconstruction's domain gap (blur, colour shifts) from the feature map.
 
     loss="per_position": cos over channels at each position, then global average pooling (the paper)
@@ -12,6 +14,8 @@ removes the reconstruction's domain gap (blur, colour shifts) from the feature m
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +44,20 @@ def make_loss(pipeline, cfg: AdaptationConfig, dic_cfg: DICConfig, rec_cfg: Reco
 
     def loss_fn(extractor: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         p = int(torch.randint(1, cfg.num_levels + 1, (1,), generator=gen))
-        t = max(1, round(dic_cfg.t_max * p / cfg.num_levels))
+        x = dic_cfg.t_max * p / cfg.num_levels
+        if cfg.step_grid == "paper":
+            t = scale_t = max(1, round(x))
+        elif cfg.step_grid == "reference":
+            s = rec_cfg.num_steps
+            t, scale_t = max(s, math.floor(x / s + 0.5) * s), int(x)
+        else:
+            raise ValueError(f"adaptation.step_grid must be 'paper' or 'reference', got {cfg.step_grid!r}")
+        n = x0.shape[0]
         with torch.no_grad():
-            z0 = pipeline.codec.encode(x0)
-            z0_hat = reconstruct(pipeline.unet, pipeline.schedule, z0, [t] * x0.shape[0], rec_cfg, gen)
-            x0_hat = pipeline.codec.decode(z0_hat)
+            z0 = pipeline.codec.encode(x0, gen)
+            z0_hat = reconstruct(pipeline.unet, pipeline.schedule, z0, [t] * n, rec_cfg, gen,
+                                 drop_first_noise=rec_cfg.drop_first_noise, scale_t=[scale_t] * n)  # fmt: skip
+            x0_hat = pipeline.codec.decode(z0_hat, clamp=rec_cfg.clamp_decoded)
         return da_loss(extractor(x0), extractor(x0_hat), layers, cfg.loss)
 
     return loss_fn
