@@ -113,7 +113,9 @@ class DynAD:
 
         # 1. Autoencoder (pixel-space ablation: the identity).
         t0 = time.perf_counter()
-        ae_key = {"data": data_id, "image_size": size, "autoencoder": asdict(cfg.autoencoder), "seed": cfg.seed}
+        # The posterior (mean or sample) is read after the VAE is trained: it keys the denoiser, not the VAE.
+        ae_cfg = {k: v for k, v in asdict(cfg.autoencoder).items() if k != "posterior"}
+        ae_key = {"data": data_id, "image_size": size, "autoencoder": ae_cfg, "seed": cfg.seed}
         if cfg.reconstruction.space == "pixel":
             codec = LatentCodec(None)
             prov["weights"]["autoencoder"] = "none (pixel space)"
@@ -141,7 +143,8 @@ class DynAD:
             moments = torch.cat(
                 [torch.cat(codec.posterior_moments(b.to(device)), dim=1).cpu() for b in _batches(train_images, 16)]
             )  # (N, 2C, h, w): mean and std stacked
-        den_key = {"autoencoder": ae_key, "space": cfg.reconstruction.space, "denoiser": asdict(cfg.denoiser)}
+        den_key = {"autoencoder": ae_key, "posterior": cfg.autoencoder.posterior, "space": cfg.reconstruction.space,
+                   "denoiser": asdict(cfg.denoiser)}  # fmt: skip
         unet = build_unet(cfg.denoiser, size // codec.downsampling, codec.latent_channels)
         d = cfg.denoiser
         epochs, lr = d.epochs, d.lr
