@@ -34,7 +34,8 @@ from dynad.experiment import fit_pipeline, load_split
 
 # Behaviours whose value is read while training (the denoiser's latents, or the adaptation's reconstructions).
 TRAINING = {"autoencoder.posterior", "reconstruction.sampler_start", "reconstruction.drop_first_noise",
-            "reconstruction.clamp_decoded", "adaptation.loss", "adaptation.step_grid", "adaptation.weight_decay"}  # fmt: skip
+            "reconstruction.clamp_decoded", "adaptation.loss", "adaptation.step_grid",
+            "adaptation.weight_decay"}  # fmt: skip
 # Read at inference as well; "drop_first_noise" acts only on the fixed-step path there, which DIC does not take.
 INFERENCE = {"autoencoder.posterior", "reconstruction.sampler_start", "reconstruction.clamp_decoded",
              "dic.self_distance", "dic.binning", "dic.rounding", "anomaly_map.align_corners"}  # fmt: skip
@@ -58,7 +59,8 @@ def markdown(df: pd.DataFrame) -> str:
         return str(v)
 
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(df.columns, row)) + " |" for row in df.itertuples(index=False)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(c, v) for c, v in zip(df.columns, row)) + " |")
     return "\n".join(lines) + "\n"
 
 

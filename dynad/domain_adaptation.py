@@ -4,10 +4,12 @@
 
 x0_hat is the reconstruction of a training image x0 from itself through Algorithm 1 at a random step
 T = T_max * p / num_levels, p ~ U{1 .. num_levels}, one draw per batch; the VAE and the UNet are frozen, so x0_hat
-carries no gradient. step_grid="paper" scales and steps from round(T); step_grid="reference" (the official code)
-scales the latent by abar at the truncated T and steps from T rounded half up to a multiple of the DDIM steps
-(T_max 75, p 1: scale at 7, step from 10). The extractor learns that a normal image and its reconstruction are the same thing, which
+carries no gradient. The extractor learns that a normal image and its reconstruction are the same thing, which
 removes the reconstruction's domain gap (blur, colour shifts) from the feature map.
+
+    step_grid="paper":     scale the latent and step from round(T)
+    step_grid="reference": scale by abar at the truncated T, step from T rounded half up to a multiple of the DDIM
+                           steps (the official code; T_max 75, p 1: scale at 7, step from 10)
 
     loss="per_position": cos over channels at each position, then global average pooling (the paper)
     loss="flattened":    one cosine between the flattened maps (the reference code)

@@ -182,8 +182,8 @@ class DynAD:
             a = cfg.adaptation
             prov["losses"]["adaptation"] = train(
                 extractor, train_images, make_loss(pipe, a, cfg.dic, cfg.reconstruction, cfg.features.layers),
-                epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, ckpt_path=path, config=da_key,
-                checkpoint_every=1, seed=cfg.seed, device=device, mixed_precision=cfg.mixed_precision,
+                epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, ckpt_path=path,
+                config=da_key, checkpoint_every=1, seed=cfg.seed, device=device, mixed_precision=cfg.mixed_precision,
                 desc="adaptation", progress=progress,
             )  # fmt: skip
             prov["weights"]["feature_extractor"] += f", domain-adapted {a.epochs} epochs ({path.name})"
