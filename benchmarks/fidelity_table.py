@@ -14,7 +14,8 @@ Fits the `paper` pipeline once and scores the test set with it; then one row per
 Trained models go to --models (default <out>/models) and are reused by later runs.
 
 Writes <out>/fidelity_<dataset>_<category>.csv and .md: image AUROC, pixel AUROC, PRO (percent), the mean T_hat,
-and the share of test images whose T_hat equals the `paper` run's.
+the share of test images whose T_hat equals the `paper` run's, and the defective test images left with an empty
+mask; one more row scores the `paper` maps against the masks as they were read before the mask fix.
 """
 
 from __future__ import annotations
@@ -42,18 +43,23 @@ INFERENCE = {"autoencoder.posterior", "reconstruction.sampler_start", "reconstru
 MASKS = ("data.mask_resize", "data.mask_threshold")  # one behaviour: bilinear resize, then > 0
 
 
-def score(pipe, test: dict, masks: np.ndarray, pro_method: str) -> tuple[dict, np.ndarray]:
-    """(metrics, T_hat per image) of a fitted pipeline on the test images, maps normalised as the config says."""
+def maps_of(pipe, test: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly maps (N, S, S), T_hat (N,)) of a fitted pipeline on the test images, normalised as its config says."""
     res = pipe.infer_all(test["images"], progress=False)
     norm = pipe.train_normalization if pipe.cfg.anomaly_map.normalization == "train" else None
-    maps = pipe.anomaly_maps(res["latent_map"], res["feature_map"], norm)
-    m = metrics.evaluate(test["labels"], image_scores(maps).numpy(), masks, maps.numpy(), pro_method=pro_method)
-    return m, np.asarray(res["t_hat"])
+    return pipe.anomaly_maps(res["latent_map"], res["feature_map"], norm).numpy(), np.asarray(res["t_hat"])
+
+
+def evaluate(test: dict, maps: np.ndarray, masks: np.ndarray, pro_method: str) -> dict:
+    scores = image_scores(torch.from_numpy(maps)).numpy()
+    return metrics.evaluate(test["labels"], scores, masks, maps, pro_method=pro_method)
 
 
 def markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table, numbers to two decimals (shares, to three)."""
     def cell(col: str, v) -> str:
+        if v is pd.NA:
+            return ""
         if isinstance(v, float):
             return "" if np.isnan(v) else f"{v:.3f}" if col == "same_t_hat_as_paper" else f"{v:.2f}"
         return str(v)
@@ -94,46 +100,57 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         return fit_pipeline(cfg, args.dataset, args.root, args.category, models, progress=False)
 
     pipe, _, test = fit(paper_cfg)
-    masks = test["masks"].numpy()
-    m, paper_t = score(pipe, test, masks, paper_cfg.eval.pro_method)
-    add("paper", "-", "fitted", m, paper_t, test["defective_without_mask"])
+    masks, pro = test["masks"].numpy(), paper_cfg.eval.pro_method
+    maps, paper_t = maps_of(pipe, test)
+    add("paper", "-", "fitted", evaluate(test, maps, masks, pro), paper_t, test["defective_without_mask"])
+    index = make_index(args.dataset, args.root, args.category)
+
+    def masks_by(rule: dict) -> dict:
+        return load_split(index, "test", apply_overrides(paper_cfg, rule), False, MASK_ENCODING[args.dataset])
+
+    # Before the mask fix: bilinear resize then > 0.5 (a small defect can vanish; its pixels then count as normal).
+    old = masks_by({"data.mask_resize": "bilinear", "data.mask_threshold": 0.5})
+    m = evaluate(test, maps, old["masks"].numpy(), pro)
+    add("paper, masks as before the fix (bilinear > 0.5)", "-", "same maps", m, paper_t, old["defective_without_mask"])
 
     for key, value in ref_values.items():
         if key in MASKS[1:]:
             continue
         if key == MASKS[0]:  # the mask rule: the same maps against the reference code's masks
-            cfg = apply_overrides(paper_cfg, {k: ref_values[k] for k in MASKS})
-            index = make_index(args.dataset, args.root, args.category)
-            ref_test = load_split(index, "test", cfg, False, MASK_ENCODING[args.dataset])
-            m, t = score(pipe, test, ref_test["masks"].numpy(), paper_cfg.eval.pro_method)
-            add(f"paper + {key}=bilinear, threshold 0", "masks", "same maps", m, t, ref_test["defective_without_mask"])
+            ref_masks = masks_by({k: ref_values[k] for k in MASKS})
+            m = evaluate(test, maps, ref_masks["masks"].numpy(), pro)
+            add(f"paper + {key}=bilinear, threshold 0", "masks", "same maps", m, paper_t,
+                ref_masks["defective_without_mask"])  # fmt: skip
         elif key == "eval.pro_method":
-            m, t = score(pipe, test, masks, value)
-            add(f"paper + {key}={value}", key, "same maps", m, t, test["defective_without_mask"])
+            add(f"paper + {key}={value}", key, "same maps", evaluate(test, maps, masks, value), paper_t,
+                test["defective_without_mask"])  # fmt: skip
         elif key in TRAINING and args.train_switches:
             other, _, other_test = fit(apply_overrides(paper_cfg, {key: value}))
-            m, t = score(other, other_test, other_test["masks"].numpy(), paper_cfg.eval.pro_method)
+            other_maps, t = maps_of(other, other_test)
+            m = evaluate(other_test, other_maps, other_test["masks"].numpy(), pro)
             add(f"paper + {key}={value}", key, "own fit", m, t, other_test["defective_without_mask"])
         elif key in INFERENCE:
             how = "same models, inference only" if key in TRAINING else "same models"
-            m, t = score(pipe.with_overrides({key: value}), test, masks, paper_cfg.eval.pro_method)
-            add(f"paper + {key}={value}", key, how, m, t, test["defective_without_mask"])
+            other_maps, t = maps_of(pipe.with_overrides({key: value}), test)
+            add(f"paper + {key}={value}", key, how, evaluate(test, other_maps, masks, pro), t,
+                test["defective_without_mask"])  # fmt: skip
         else:
             rows.append({"variant": f"paper + {key}={value}", "switched": key,
                          "measured": "not measured (training only: --train-switches)"})  # fmt: skip
 
     # Every inference-time behaviour at once, on the paper run's models and masks.
     inference_keys = {k: v for k, v in ref_values.items() if k in INFERENCE}
-    m, t = score(pipe.with_overrides(inference_keys), test, masks, paper_cfg.eval.pro_method)
-    add("reference at inference (paper-trained models)", "all inference-time", "same models", m, t,
-        test["defective_without_mask"])  # fmt: skip
+    other_maps, t = maps_of(pipe.with_overrides(inference_keys), test)
+    add("reference at inference (paper-trained models)", "all inference-time", "same models",
+        evaluate(test, other_maps, masks, pro), t, test["defective_without_mask"])  # fmt: skip
     if args.train_switches:
         ref_cfg = load_preset(args.preset, [*args.overrides, "fidelity=reference"])
         ref_pipe, _, ref_test = fit(ref_cfg)
-        m, t = score(ref_pipe, ref_test, ref_test["masks"].numpy(), ref_cfg.eval.pro_method)
+        ref_maps, t = maps_of(ref_pipe, ref_test)
+        m = evaluate(ref_test, ref_maps, ref_test["masks"].numpy(), ref_cfg.eval.pro_method)
         add("reference", "all", "own fit", m, t, ref_test["defective_without_mask"])
 
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).astype({"defective_without_mask": "Int64"})  # counts; empty where not measured
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"fidelity_{args.dataset}_{args.category}"
     df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.4f")
