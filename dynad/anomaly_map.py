@@ -20,18 +20,21 @@ from torchvision.transforms.functional import gaussian_blur
 from dynad.config import AnomalyMapConfig
 
 
-def latent_map(z0: torch.Tensor, z0_hat: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, C, h, w) x 2 -> (B, size, size)."""
+def latent_map(z0: torch.Tensor, z0_hat: torch.Tensor, size: int, align_corners: bool = False) -> torch.Tensor:
+    """(B, C, h, w) x 2 -> (B, size, size); align_corners=True is the reference code's upsampling."""
     m = (z0_hat - z0).abs().mean(dim=1, keepdim=True)  # (B, 1, h, w)
-    return F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(m, size=(size, size), mode="bilinear", align_corners=align_corners)[:, 0]
 
 
-def feature_map(feats: dict[str, torch.Tensor], feats_hat: dict[str, torch.Tensor], layers, size: int) -> torch.Tensor:
+def feature_map(
+    feats: dict[str, torch.Tensor], feats_hat: dict[str, torch.Tensor], layers, size: int, align_corners: bool = False
+) -> torch.Tensor:
     """{layer: (B, C_j, H_j, W_j)} x 2 -> (B, size, size): summed per-position cosine distances."""
     total = 0
     for name in layers:
         d = 1 - F.cosine_similarity(feats[name].float(), feats_hat[name].float(), dim=1)  # (B, H_j, W_j)
-        total = total + F.interpolate(d[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        up = F.interpolate(d[:, None], size=(size, size), mode="bilinear", align_corners=align_corners)  # (B, 1, S, S)
+        total = total + up[:, 0]
     return total
 
 

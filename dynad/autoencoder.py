@@ -62,13 +62,15 @@ class LatentCodec(torch.nn.Module):
         return z * self.scaling_factor
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, C, h, w) -> x (B, 3, H, W), clamped to [-1, 1]."""
+    def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """z (B, C, h, w) -> x (B, 3, H, W), clamped to [-1, 1] unless `clamp` is False (the reference code)."""
         if self.vae is None:
-            return z.clamp(-1, 1)
-        if isinstance(self.vae, taesd.TinyAutoencoder):
-            return self.vae.decode(z / self.scaling_factor).clamp(-1, 1)
-        return self.vae.decode(z / self.scaling_factor).sample.clamp(-1, 1)
+            x = z
+        elif isinstance(self.vae, taesd.TinyAutoencoder):
+            x = self.vae.decode(z / self.scaling_factor)
+        else:
+            x = self.vae.decode(z / self.scaling_factor).sample
+        return x.clamp(-1, 1) if clamp else x
 
     @torch.no_grad()
     def posterior_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

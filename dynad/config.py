@@ -116,6 +116,10 @@ class AdaptationConfig:
     batch_size: int = 30
     loss: str = "per_position"  # paper: cosine per position then global average pooling; "flattened": reference code
     num_levels: int = 10  # step drawn as T_max * p / num_levels, p uniform in 1..num_levels, one draw per batch
+    # "paper": scale and step from round(T_max * p / num_levels); "reference": scale the latent by abar at the
+    # truncated T_max * p / num_levels, step from it rounded half up to a multiple of the DDIM steps (the code's)
+    step_grid: str = "paper"
+    weight_decay: float = 0.0  # AdamW's; the reference code keeps AdamW's default, 0.01
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,12 @@ class DICConfig:
     num_bins: int = 10
     t_max: int = 80
     min_bin: int = 2  # T_hat = max(b, min_bin) / |B| * T_max
-    rounding: str = "floor"  # paper: floor to a multiple of the DDIM steps; "nearest": the reference code
+    # "floor" (paper): bin = floor((y - lo) / width), in-range values 0..|B|-1; "digitize" (reference code): edges
+    # as np.histogram's, bin = number of edges below y, at most |B|: in-range values 1..|B|, one higher
+    binning: str = "floor"
+    # To a multiple of the DDIM steps: "floor" (paper); "nearest" (the integer part, rounded half to even);
+    # "half_up" (the reference code: the unrounded value to the nearest multiple, exact halves up)
+    rounding: str = "floor"
     self_distance: str = "exclude"  # training y_bar without (paper reading) or with ("include", reference) itself
     fixed_t_hat: int | None = None  # ablation (Table 4): one step for every image instead of DIC
 
@@ -139,6 +148,10 @@ class ReconstructionConfig:
     eta: float = 4.0  # guidance weight of Eq. 8
     start: str = "noiseless"  # "noiseless": z_T = sqrt(abar) z0; "noise": the usual forward process (ablation)
     sampler_start: str = "t_hat"  # first UNet call at T_hat (paper) or "t_hat_minus_step" (reference code)
+    # The reference code's fixed-step sampler (Table 4's fixed steps and domain adaptation) drops the predicted
+    # noise at its first step: z_next = sqrt(abar_next) z0_pred. Its dynamic-step sampler keeps it.
+    drop_first_noise: bool = False
+    clamp_decoded: bool = True  # clamp the decoded x0_hat to [-1, 1] before the extractor (reference code: no clamp)
     space: str = "latent"  # "latent" or "pixel" (same sampler on the image; needs a pixel denoiser)
 
 
@@ -148,6 +161,7 @@ class AnomalyMapConfig:
     sigma: float = 4.0
     kernel_size: int = 33
     normalization: str = "test_set"  # min-max over the test set (paper), or "train" (training statistics: one image alone)
+    align_corners: bool = False  # of the maps' bilinear upsampling; the reference code uses True
     num_train_maps: int = 32  # training images reconstructed for the "train" statistics
 
 
@@ -195,6 +209,8 @@ class AblationConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     preset: str = "custom"
+    # "paper" or "reference": sets every behaviour of FIDELITY (paper reading or the official code) in one place.
+    fidelity: str = "paper"
     seed: int = 42
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     mixed_precision: bool = True  # bf16 autocast on CUDA only; CPU always runs float32
@@ -236,6 +252,49 @@ class ExperimentConfig:
         if sections:
             d = {s: d[s] for s in sections}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fidelity: every point where the official code (JustinTebbe/Dynamic-noise-AD @08b1271) does something other than
+# the paper's reading, as (paper value, reference value). `fidelity` selects one column; each row stays a field of
+# its own, so a behaviour can also be switched alone (benchmarks/fidelity_table.py measures each).
+
+FIDELITY: dict[str, tuple[Any, Any]] = {
+    "autoencoder.posterior": ("mean", "sample"),  # the VAE posterior sample, at training and at inference
+    "dic.self_distance": ("exclude", "include"),  # training y_bar with each image among its own K neighbours
+    "dic.binning": ("floor", "digitize"),
+    "dic.rounding": ("floor", "half_up"),
+    "reconstruction.sampler_start": ("t_hat", "t_hat_minus_step"),
+    "reconstruction.drop_first_noise": (False, True),
+    "reconstruction.clamp_decoded": (True, False),
+    "adaptation.loss": ("per_position", "flattened"),
+    "adaptation.step_grid": ("paper", "reference"),
+    "adaptation.weight_decay": (0.0, 0.01),
+    "anomaly_map.align_corners": (False, True),
+    "data.mask_resize": ("area", "bilinear"),
+    "data.mask_threshold": (0.5, 0.0),
+    "eval.pro_method": ("exact", "thresholds200"),
+}
+FIDELITY_MODES = ("paper", "reference")
+
+
+def fidelity_profile(mode: str) -> dict[str, Any]:
+    """{dotted key: value} of every FIDELITY behaviour in `mode`."""
+    if mode not in FIDELITY_MODES:
+        raise ConfigError(f"fidelity: {mode!r} is not one of {', '.join(FIDELITY_MODES)}")
+    return {key: pair[FIDELITY_MODES.index(mode)] for key, pair in FIDELITY.items()}
+
+
+def _get(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
+def fidelity_deviations(cfg: ExperimentConfig) -> list[str]:
+    """The FIDELITY keys whose value is not the one `cfg.fidelity` selects (set one by one after it)."""
+    profile, d = fidelity_profile(cfg.fidelity), cfg.to_dict()
+    return [key for key, value in profile.items() if _get(d, key) != value]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,6 +374,9 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any] | list[str]
     if not overrides:
         return cfg
     items = [_parse_override(o) for o in overrides] if isinstance(overrides, list) else list(overrides.items())
+    fidelity = [v for k, v in items if k == "fidelity"]
+    if fidelity:  # first its whole profile; the other overrides of the same call then win over it
+        items = list(fidelity_profile(fidelity[-1]).items()) + items
     d = cfg.to_dict()
     for key, value in items:
         node = d
@@ -342,6 +404,13 @@ def load_preset(name: str, overrides: dict[str, Any] | list[str] | None = None) 
         raise ConfigError(f"preset file {path} not found")
     d = yaml.safe_load(path.read_text()) or {}
     d.setdefault("preset", path.stem)
+    if "fidelity" in d:  # the preset's own values win over its fidelity profile
+        for key, value in fidelity_profile(d["fidelity"]).items():
+            *sections, name = key.split(".")
+            node = d
+            for section in sections:
+                node = node.setdefault(section, {})
+            node.setdefault(name, value)
     try:
         cfg = from_dict(ExperimentConfig, d)
     except ConfigError as e:

@@ -358,7 +358,8 @@ def load_mask(
     if resize == "area":
         m = np.array(Image.fromarray(defect.astype(np.float32)).resize((size, size), Image.Resampling.BOX)) > 0
     else:
-        m = np.array(Image.fromarray(soft.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)) > threshold
+        resized = Image.fromarray(soft.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)
+        m = np.array(resized) > threshold
     return torch.from_numpy(m).float()[None]  # (1, S, S)
 
 
@@ -397,7 +398,9 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         return {
             "image": load_image(self.images[i], self.image_size),
-            "mask": load_mask(self.masks[i], self.image_size, self.mask_threshold, self.mask_resize, self.mask_encoding),
+            "mask": load_mask(
+                self.masks[i], self.image_size, self.mask_threshold, self.mask_resize, self.mask_encoding
+            ),
             "label": self.labels[i],
             "index": i,
         }

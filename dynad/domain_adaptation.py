@@ -7,11 +7,17 @@ T = T_max * p / num_levels, p ~ U{1 .. num_levels}, one draw per batch; the VAE 
 carries no gradient. The extractor learns that a normal image and its reconstruction are the same thing, which
 removes the reconstruction's domain gap (blur, colour shifts) from the feature map.
 
+    step_grid="paper":     scale the latent and step from round(T)
+    step_grid="reference": scale by abar at the truncated T, step from T rounded half up to a multiple of the DDIM
+                           steps (the official code; T_max 75, p 1: scale at 7, step from 10)
+
     loss="per_position": cos over channels at each position, then global average pooling (the paper)
     loss="flattened":    one cosine between the flattened maps (the reference code)
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +46,20 @@ def make_loss(pipeline, cfg: AdaptationConfig, dic_cfg: DICConfig, rec_cfg: Reco
 
     def loss_fn(extractor: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         p = int(torch.randint(1, cfg.num_levels + 1, (1,), generator=gen))
-        t = max(1, round(dic_cfg.t_max * p / cfg.num_levels))
+        x = dic_cfg.t_max * p / cfg.num_levels
+        if cfg.step_grid == "paper":
+            t = scale_t = max(1, round(x))
+        elif cfg.step_grid == "reference":
+            s = rec_cfg.num_steps
+            t, scale_t = max(s, math.floor(x / s + 0.5) * s), int(x)
+        else:
+            raise ValueError(f"adaptation.step_grid must be 'paper' or 'reference', got {cfg.step_grid!r}")
+        n = x0.shape[0]
         with torch.no_grad():
-            z0 = pipeline.codec.encode(x0)
-            z0_hat = reconstruct(pipeline.unet, pipeline.schedule, z0, [t] * x0.shape[0], rec_cfg, gen)
-            x0_hat = pipeline.codec.decode(z0_hat)
+            z0 = pipeline.codec.encode(x0, gen)
+            z0_hat = reconstruct(pipeline.unet, pipeline.schedule, z0, [t] * n, rec_cfg, gen,
+                                 drop_first_noise=rec_cfg.drop_first_noise, scale_t=[scale_t] * n)  # fmt: skip
+            x0_hat = pipeline.codec.decode(z0_hat, clamp=rec_cfg.clamp_decoded)
         return da_loss(extractor(x0), extractor(x0_hat), layers, cfg.loss)
 
     return loss_fn

@@ -33,14 +33,14 @@ from dynad import metrics, plots, run_folder, validation
 from dynad.anomaly_map import image_scores
 from dynad.autoencoder import build_small_vae
 from dynad.checks import check_config
-from dynad.config import ExperimentConfig
+from dynad.config import ExperimentConfig, fidelity_deviations
 from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, make_index, mask_is_empty
 from dynad.denoiser import build_unet, count_parameters
 from dynad.features import build_extractor
 from dynad.fingerprint import data_fingerprint
 from dynad.baselines.patch_knn import PatchKNN
 from dynad.pipeline import DynAD
-from dynad.provenance import atomic_write, record, write_json
+from dynad.provenance import atomic_write, record, resolve_device, write_json
 
 RESULT_FILES = ("metrics.json", "per_image.csv", "per_defect.csv", "dic.json")
 
@@ -242,6 +242,7 @@ def run_experiment(
         "test_labels": test["labels"].tolist(),
         "test_defect_types": rows.defect_type.tolist(),
         "edges": pipe.dic.edges.tolist(),
+        "binning": cfg.dic.binning,
         "table": pipe.dic.table,
         "fixed_t_hat": cfg.dic.fixed_t_hat,
     }
@@ -287,7 +288,8 @@ def run_experiment(
         "defective_without_mask": test["defective_without_mask"],
         "defective_without_mask_in_data": test["defective_without_mask_in_data"],
         "seconds": seconds,
-        "choices": choices(cfg),
+        "fidelity": cfg.fidelity,
+        "choices": choices(cfg, pipe.device),
         "denoiser_parameters": pipe.provenance.get("denoiser_parameters"),
         "data": pipe.provenance["data"],  # the data fingerprints: which files made the number
         "provenance": record(cfg.to_dict(), pipe.device, pipe.provenance["weights"]),
@@ -312,14 +314,28 @@ def patch_knn_baseline(
     return {k: m[k] for k in ("image_auroc", "pixel_auroc", "pro")} | info, scores
 
 
-def choices(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The paper-vs-reference-code choices (METHOD.md section 8) that produced a number."""
+def choices(cfg: ExperimentConfig, device: torch.device | str | None = None) -> dict[str, Any]:
+    """The paper-vs-reference-code choices (METHOD.md section 8) that produced a number.
+
+    `fidelity` names the mode; `fidelity_deviations` the FIDELITY behaviours set otherwise after it. `device` (the
+    one that ran) decides whether bf16 autocast was on: CUDA with mixed_precision only.
+    """
+    dev = torch.device(device if device is not None else resolve_device(cfg.device))
     return {
+        "fidelity": cfg.fidelity,
+        "fidelity_deviations": fidelity_deviations(cfg),
+        "autocast": "bf16" if dev.type == "cuda" and cfg.mixed_precision else "off (float32)",
         "da_loss": cfg.adaptation.loss,
+        "da_step_grid": cfg.adaptation.step_grid,
+        "da_weight_decay": cfg.adaptation.weight_decay,
+        "knn_binning": cfg.dic.binning,
         "t_hat_rounding": cfg.dic.rounding,
         "sampler_start": cfg.reconstruction.sampler_start,
+        "drop_first_noise": cfg.reconstruction.drop_first_noise,
+        "clamp_decoded": cfg.reconstruction.clamp_decoded,
         "vae_posterior": cfg.autoencoder.posterior,
         "map_normalization": cfg.anomaly_map.normalization,
+        "map_align_corners": cfg.anomaly_map.align_corners,
         "mask_resize": cfg.data.mask_resize,
         "mask_threshold": cfg.data.mask_threshold,
         "knn_self_distance": cfg.dic.self_distance,

@@ -13,6 +13,7 @@ that differ only downstream (most ablations) reuse it, and an interrupted run re
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import time
@@ -118,7 +119,9 @@ class DynAD:
 
         # 1. Autoencoder (pixel-space ablation: the identity).
         t0 = time.perf_counter()
-        ae_key = {"data": data_id, "image_size": size, "autoencoder": asdict(cfg.autoencoder), "seed": cfg.seed}
+        # The posterior (mean or sample) is read after the VAE is trained: it keys the denoiser, not the VAE.
+        ae_cfg = {k: v for k, v in asdict(cfg.autoencoder).items() if k != "posterior"}
+        ae_key = {"data": data_id, "image_size": size, "autoencoder": ae_cfg, "seed": cfg.seed}
         if cfg.reconstruction.space == "pixel":
             codec = LatentCodec(None)
             prov["weights"]["autoencoder"] = "none (pixel space)"
@@ -158,7 +161,8 @@ class DynAD:
             moments = moments * s
         prov["seconds"]["train_autoencoder"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        den_key = {"autoencoder": ae_key, "space": cfg.reconstruction.space, "denoiser": asdict(cfg.denoiser)}
+        den_key = {"autoencoder": ae_key, "posterior": cfg.autoencoder.posterior, "space": cfg.reconstruction.space,
+                   "denoiser": asdict(cfg.denoiser)}  # fmt: skip
         unet = build_unet(cfg.denoiser, size // codec.downsampling, codec.latent_channels)
         d = cfg.denoiser
         epochs, lr = d.epochs, d.lr
@@ -189,14 +193,15 @@ class DynAD:
             rec = cfg.reconstruction
             da_key = {
                 "denoiser": den_key, "features": asdict(cfg.features), "adaptation": asdict(cfg.adaptation),
-                "t_max": cfg.dic.t_max, "reconstruction": [rec.num_steps, rec.eta, rec.start, rec.sampler_start],
+                "t_max": cfg.dic.t_max, "reconstruction": [rec.num_steps, rec.eta, rec.start, rec.sampler_start,
+                                                           rec.drop_first_noise, rec.clamp_decoded],
             }  # fmt: skip
             path = models_dir / f"extractor-{_key(da_key)}.pt"
             a = cfg.adaptation
             prov["losses"]["adaptation"] = train(
                 extractor, train_images, make_loss(pipe, a, cfg.dic, cfg.reconstruction, cfg.features.layers),
-                epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, ckpt_path=path, config=da_key,
-                checkpoint_every=1, seed=cfg.seed, device=device, mixed_precision=cfg.mixed_precision,
+                epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, ckpt_path=path,
+                config=da_key, checkpoint_every=1, seed=cfg.seed, device=device, mixed_precision=cfg.mixed_precision,
                 desc="adaptation", progress=progress,
             )  # fmt: skip
             prov["weights"]["feature_extractor"] += f", domain-adapted {a.epochs} epochs ({path.name})"
@@ -253,6 +258,9 @@ class DynAD:
         clock = _StageClock(self.device, timings)
         x = x.to(self.device)
         size = x.shape[-1]
+        rec, align = self.cfg.reconstruction, self.cfg.anomaly_map.align_corners
+        # The reference code's first-step quirk belongs to its fixed-step sampler (Table 4), not to the DIC one.
+        drop_first_noise = rec.drop_first_noise and self.cfg.dic.fixed_t_hat is not None
         with autocast(self.device, self.cfg.mixed_precision):
             with clock("knn"):
                 feats = self.extractor(x)
@@ -262,13 +270,13 @@ class DynAD:
             with clock("encode"):
                 z0 = self.codec.encode(x, generator).float()
             with clock("denoise"):
-                z0_hat = reconstruct(self.unet, self.schedule, z0, t, self.cfg.reconstruction, generator)
+                z0_hat = reconstruct(self.unet, self.schedule, z0, t, rec, generator, drop_first_noise)
             with clock("decode"):
-                x_hat = self.codec.decode(z0_hat).float()
+                x_hat = self.codec.decode(z0_hat, clamp=rec.clamp_decoded).float()
             with clock("maps"):
                 feats_hat = self.extractor(x_hat)
-                lat = am.latent_map(z0, z0_hat, size).cpu()
-                feat = am.feature_map(feats, feats_hat, self.cfg.features.map_layers, size).cpu()
+                lat = am.latent_map(z0, z0_hat, size, align).cpu()
+                feat = am.feature_map(feats, feats_hat, self.cfg.features.map_layers, size, align).cpu()
         return {"knn_distance": y, "bin": b, "t_hat": t, "reconstruction": x_hat.cpu(), "latent_map": lat, "feature_map": feat}
 
     def infer_all(self, images: torch.Tensor, progress: bool = True, keep_reconstructions: bool = False) -> dict:
@@ -356,12 +364,17 @@ class DynAD:
     def with_overrides(self, overrides: dict[str, Any] | list[str]) -> "DynAD":
         """The same fitted models under another inference setting (e.g. {"reconstruction.start": "noise"}).
 
-        Only settings read at inference time make sense here (reconstruction, dic, anomaly_map); the kNN is
-        refitted from the stored training features so that DIC options take effect.
+        Only settings read at inference time make sense here (reconstruction, dic, anomaly_map, the encoder's
+        posterior mean or sample); the kNN is refitted from the stored training features so that DIC options take
+        effect. Training-time settings (adaptation, the denoiser's training latents) need their own fit.
         """
         cfg = check_config(apply_overrides(self.cfg, overrides), n_train=len(self.dic.train_features))
         dic = DynamicConditioning(cfg.dic, cfg.reconstruction.num_steps).fit(self.dic.train_features)
-        other = DynAD(cfg, self.codec, self.unet, self.extractor, dic, self.device, self.provenance)
+        codec = self.codec
+        if codec.posterior != cfg.autoencoder.posterior:
+            codec = copy.copy(codec)  # shares the VAE's weights
+            codec.posterior = cfg.autoencoder.posterior
+        other = DynAD(cfg, codec, self.unet, self.extractor, dic, self.device, self.provenance)
         other.train_normalization = self.train_normalization
         other.train_scores = self.train_scores
         return other

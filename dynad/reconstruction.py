@@ -13,6 +13,8 @@ One step from t to t_prev:
     (3) eps_hat   = eps - eta * sqrt(1 - abar_t) * (z_tilde - z_t)         Eq. 8 (DDAD's conditioning)
     (4) z0_pred   = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)
     (5) z_{t_prev} = sqrt(abar_t_prev) z0_pred + sqrt(1 - abar_t_prev) eps_hat
+    (5') z_{t_prev} = sqrt(abar_t_prev) z0_pred             first step with drop_first_noise (the reference code's
+                                                            fixed-step sampler, used for Table 4 and adaptation)
 With eta = 0, (3) is eps_hat = eps and the step is plain DDIM.
 """
 
@@ -44,15 +46,24 @@ def ddim_timesteps(t_hat: int, num_steps: int, sampler_start: str = "t_hat") -> 
 
 
 def guided_step(
-    unet: torch.nn.Module, schedule: NoiseSchedule, z_t: torch.Tensor, z0: torch.Tensor, t: int, t_prev: int, eta: float
+    unet: torch.nn.Module,
+    schedule: NoiseSchedule,
+    z_t: torch.Tensor,
+    z0: torch.Tensor,
+    t: int,
+    t_prev: int,
+    eta: float,
+    keep_noise: bool = True,
 ) -> torch.Tensor:
-    """Steps (1)-(5) above for a batch (B, C, h, w) at one common t."""
+    """Steps (1)-(5) above for a batch (B, C, h, w) at one common t; (5') when keep_noise is False."""
     a_t, a_prev = schedule.abar(t).to(z_t.device), schedule.abar(t_prev).to(z_t.device)
     t_batch = torch.full((z_t.shape[0],), t, device=z_t.device, dtype=torch.long)
     eps = unet(z_t, t_batch).sample.float()  # (1)
     z_tilde = a_t.sqrt() * z0 + (1 - a_t).sqrt() * eps  # (2)
     eps_hat = eps - eta * (1 - a_t).sqrt() * (z_tilde - z_t)  # (3)
     z0_pred = (z_t - (1 - a_t).sqrt() * eps_hat) / a_t.sqrt()  # (4)
+    if not keep_noise:
+        return a_prev.sqrt() * z0_pred  # (5')
     return a_prev.sqrt() * z0_pred + (1 - a_prev).sqrt() * eps_hat  # (5)
 
 
@@ -64,17 +75,22 @@ def reconstruct(
     t_hat: np.ndarray | list[int],
     cfg: ReconstructionConfig,
     generator: torch.Generator | None = None,
+    drop_first_noise: bool = False,
+    scale_t: np.ndarray | list[int] | None = None,
 ) -> torch.Tensor:
     """z0 (B, C, h, w) and one T_hat per image -> z0_hat (B, C, h, w).
 
-    Images are grouped by T_hat so that each group shares its timesteps (a batch has at most |B| + 1 groups).
+    `drop_first_noise`: step (5') at the first step. `scale_t`: the step whose abar scales the start, per image,
+    when it is not T_hat (the reference code's adaptation). Images are grouped by (T_hat, scale step) so that each
+    group shares its timesteps (a batch has at most |B| + 1 groups).
     """
     t_hat = np.asarray(t_hat, dtype=int)
+    scale_t = t_hat if scale_t is None else np.asarray(scale_t, dtype=int)
     out = torch.empty_like(z0)
-    for value in np.unique(t_hat):
-        idx = torch.as_tensor(np.flatnonzero(t_hat == value), device=z0.device)
+    for value, scale in np.unique(np.stack([t_hat, scale_t], axis=1), axis=0):  # (groups, 2)
+        idx = torch.as_tensor(np.flatnonzero((t_hat == value) & (scale_t == scale)), device=z0.device)
         y = z0[idx]  # (b, C, h, w)
-        a = schedule.abar(int(value)).to(y.device)
+        a = schedule.abar(int(scale)).to(y.device)
         if cfg.start == "noiseless":
             z = a.sqrt() * y
         elif cfg.start == "noise":
@@ -82,7 +98,7 @@ def reconstruct(
             z = a.sqrt() * y + (1 - a).sqrt() * eps
         else:
             raise ValueError(f"reconstruction.start must be 'noiseless' or 'noise', got {cfg.start!r}")
-        for t, t_prev in ddim_timesteps(int(value), cfg.num_steps, cfg.sampler_start):
-            z = guided_step(unet, schedule, z, y, t, t_prev, cfg.eta)
+        for i, (t, t_prev) in enumerate(ddim_timesteps(int(value), cfg.num_steps, cfg.sampler_start)):
+            z = guided_step(unet, schedule, z, y, t, t_prev, cfg.eta, keep_noise=not (drop_first_noise and i == 0))
         out[idx] = z
     return out

@@ -9,18 +9,24 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from dynad import anomaly_map as am
 from dynad.config import (
+    FIDELITY,
     ConfigError,
     DICConfig,
     ExperimentConfig,
     ReconstructionConfig,
     apply_overrides,
+    fidelity_deviations,
     load_preset,
 )
+from dynad.denoiser import build_unet
+from dynad.experiment import choices
 from dynad.dic import DynamicConditioning, t_hat_for_bin
 from dynad.domain_adaptation import da_loss
 from dynad.features import build_extractor, knn_features
 from dynad.reconstruction import ddim_timesteps, guided_step, reconstruct
 from dynad.schedule import NoiseSchedule
+
+import official_code
 
 
 class LinearEps(torch.nn.Module):
@@ -248,3 +254,112 @@ def test_paper_unet_size_within_ten_percent_of_281m():
     with torch.device("meta"):
         unet = build_unet(load_preset("mvtec").denoiser, 32, 4)
     assert abs(count_parameters(unet) / 281e6 - 1) < 0.10
+
+
+# --- fidelity: the official code's behaviours, against an independent re-implementation (tests/official_code.py) --
+
+
+def test_official_binning_of_y_hand_computed():
+    """Bins of y itself on edges 1, 2, ..., 11: on an edge, between edges, below the minimum, above the maximum."""
+    y = np.array([0.5, 1.0, 1.5, 2.0, 2.0001, 5.0, 10.9, 11.0, 12.0])
+    expected = {
+        "digitize": [0, 0, 1, 1, 2, 4, 10, 10, 10],  # right-closed (e_{b-1}, e_b] -> b; at or below e_0 -> 0
+        "floor": [0, 0, 0, 1, 1, 4, 9, 10, 10],  # [e_b, e_{b+1}) -> b; at or above e_|B| -> |B|
+    }
+    for binning, bins in expected.items():
+        dic = DynamicConditioning(DICConfig(binning=binning), 10)
+        dic.edges = np.arange(1.0, 12.0)
+        assert dic.bin(y).tolist() == bins, binning
+    assert [official_code.bin_of(v, np.arange(1.0, 12.0)) for v in y] == expected["digitize"]
+
+
+def test_half_up_rounding_of_the_reference_code():
+    assert [t_hat_for_bin(b, DICConfig(t_max=50, rounding=r), 10) for r in ("half_up", "nearest", "floor")
+            for b in (5,)] == [30, 20, 20]  # fmt: skip  # 25: halves up, to even, down
+    for t_max in (40, 50, 75, 80, 100, 150, 200, 250):
+        cfg = DICConfig(t_max=t_max, rounding="half_up")
+        assert [t_hat_for_bin(b, cfg, 10) for b in range(11)] == [official_code.t_hat_of(b, t_max) for b in range(11)]
+
+
+def test_reference_dic_matches_the_official_code_on_the_same_features():
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(60, 24)).astype(np.float32)
+    # Test rows from inside the training cloud to far outside it, so every bin region is visited.
+    test = (train[rng.integers(0, 60, 40)] * rng.uniform(0.2, 2.5, (40, 1))).astype(np.float32)
+    test = np.vstack([test, train[:3], train[:1] + 50]).astype(np.float32)
+    cfg = load_preset("tiny", ["fidelity=reference", "dic.k=5", "dic.t_max=80"])
+    y, b, t = DynamicConditioning(cfg.dic, cfg.reconstruction.num_steps).fit(train).t_hat(test)
+    y_ref, b_ref, t_ref = official_code.dic(train, test, k=5, t_max=80)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6)
+    assert b.tolist() == b_ref.tolist() and t.tolist() == t_ref.tolist()
+    assert len(set(b.tolist())) >= 5 and b.max() == 10
+    # The paper reading puts in-range values one bin lower: it disagrees with the official code on some images.
+    paper = DynamicConditioning(load_preset("tiny", ["dic.k=5", "dic.t_max=80"]).dic, 10).fit(train)
+    assert (paper.t_hat(test)[1] != b_ref).any()
+
+
+def _tiny_unet(seed: int = 0):
+    cfg = load_preset("tiny")
+    torch.manual_seed(seed)
+    return build_unet(cfg.denoiser, 16, 4).eval()
+
+
+def test_reference_sampler_matches_the_official_code():
+    unet, sched, b = _tiny_unet(), NoiseSchedule(), official_code.betas()
+    z0 = torch.randn(5, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    steps = np.array([20, 30, 100, 20, 50])
+    rec = load_preset("tiny", ["fidelity=reference", "reconstruction.eta=4.0"]).reconstruction
+    ours = reconstruct(unet, sched, z0, steps, rec)
+    theirs = official_code.dynamic_sampler(unet, z0, steps, 4.0, b)
+    assert (ours - theirs).abs().max() < 1e-5
+    assert (ours - reconstruct(unet, sched, z0, steps, ReconstructionConfig(eta=4.0))).abs().max() > 1e-3  # paper
+    # The fixed-step path (Table 4) drops the noise term at its first step.
+    fixed = reconstruct(unet, sched, z0, [80] * 5, rec, drop_first_noise=True)
+    theirs = official_code.fixed_sampler(unet, z0, 80, range(0, 80, 8), 4.0, b)
+    assert (fixed - theirs).abs().max() < 1e-5
+    assert (fixed - reconstruct(unet, sched, z0, [80] * 5, rec)).abs().max() > 1e-3
+
+
+def test_reference_adaptation_grid_matches_the_official_code():
+    """Adaptation scales by abar at the truncated T_max p / 10 and steps from it rounded half up (T_max 75, p 1:
+    scale at 7, 10 steps from 10), with the fixed-step path's first-step quirk."""
+    unet, sched, b = _tiny_unet(1), NoiseSchedule(), official_code.betas()
+    z0 = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    rec = load_preset("tiny", ["fidelity=reference"]).reconstruction
+    for t_max, p in ((75, 1), (75, 3), (80, 7)):
+        scale, seq = official_code.adaptation_grid(t_max, p)
+        x = t_max * p / 10
+        t = max(10, int(np.floor(x / 10 + 0.5)) * 10)
+        assert (t, int(x)) == (seq[-1] + seq.step, scale)
+        ours = reconstruct(unet, sched, z0, [t] * 2, rec, drop_first_noise=True, scale_t=[int(x)] * 2)
+        assert (ours - official_code.fixed_sampler(unet, z0, scale, seq, rec.eta, b)).abs().max() < 1e-5
+
+
+def test_fidelity_switch_sets_every_behaviour_and_explicit_settings_win():
+    paper, ref = load_preset("tiny"), load_preset("tiny", ["fidelity=reference"])
+    assert paper.fidelity == "paper" and fidelity_deviations(paper) == []
+    assert ref.fidelity == "reference" and fidelity_deviations(ref) == []
+    for key, (p, r) in FIDELITY.items():
+        section, name = key.split(".")
+        assert getattr(getattr(paper, section), name) == p and getattr(getattr(ref, section), name) == r, key
+    mixed = load_preset("tiny", ["dic.rounding=floor", "fidelity=reference"])  # explicit wins, in any order
+    assert mixed.dic.rounding == "floor" and fidelity_deviations(mixed) == ["dic.rounding"]
+    assert fidelity_deviations(apply_overrides(ref, ["fidelity=paper"])) == []  # and back
+    with pytest.raises(ConfigError, match="fidelity"):
+        load_preset("tiny", ["fidelity=official"])
+    assert choices(ref, "cpu")["fidelity"] == "reference" and choices(ref, "cpu")["autocast"] == "off (float32)"
+    assert choices(ref, "cuda")["autocast"] == "bf16"
+    assert choices(apply_overrides(ref, ["mixed_precision=false"]), "cuda")["autocast"] == "off (float32)"
+
+
+def test_reference_map_upsampling_and_unclamped_decode():
+    z0, z1 = torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 4, 4)
+    z1[0, :, 0, 0] = 1.0
+    a, b = am.latent_map(z0, z1, 8), am.latent_map(z0, z1, 8, align_corners=True)
+    assert a[0, 0, 0] == 1.0 and b[0, 0, 0] == 1.0 and not torch.equal(a, b)
+    assert b[0, 0, 2] == pytest.approx(1 - 2 / 7 * 3)  # corners aligned: output x = 2 sits at input 6/7
+    from dynad.autoencoder import LatentCodec
+
+    x = torch.tensor([[-3.0, 0.5, 2.0]])
+    assert LatentCodec(None).decode(x).tolist() == [[-1.0, 0.5, 1.0]]
+    assert LatentCodec(None).decode(x, clamp=False).tolist() == x.tolist()
