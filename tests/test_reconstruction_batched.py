@@ -90,3 +90,44 @@ def test_guided_step_per_sample_timesteps_equal_one_call_per_timestep(tiny_unet)
         second = guided_step(tiny_unet, sched, z[1:], z0[1:], 10, 8, 4.0)
     torch.testing.assert_close(both, torch.cat([first, second]), atol=1e-5, rtol=0)
     assert (first - second).abs().max() > 1e-2  # the two timesteps really differ
+
+
+# --- the whole pipeline on the tiny preset ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(shared_data, one_thread):
+    from dynad.config import load_preset
+    from dynad.experiment import fit_pipeline
+
+    root, models = shared_data
+    pipe, _, test = fit_pipeline(load_preset("tiny"), "synthetic", root, "board", models, progress=False)
+    return pipe, test["images"]
+
+
+def test_tiny_maps_equal_those_of_the_grouped_loop_without_channels_last(tiny_pipeline, monkeypatch):
+    """Today's inference (one UNet call per step, NHWC, inference mode) gives the maps of the former one."""
+    import dynad.pipeline
+
+    pipe, images = tiny_pipeline
+    fast = pipe.infer_all(images, progress=False)
+    assert len(set(fast["t_hat"].tolist())) > 1  # several T_hat groups, so the grouping is exercised
+    before = pipe.with_overrides(["inference.channels_last=false"])
+    monkeypatch.setattr(dynad.pipeline, "reconstruct", grouped_reconstruct)
+    slow = before.infer_all(images, progress=False)
+    np.testing.assert_array_equal(fast["t_hat"], slow["t_hat"])
+    for key in ("latent_map", "feature_map"):
+        torch.testing.assert_close(fast[key], slow[key], atol=1e-4, rtol=0)
+    torch.testing.assert_close(pipe.anomaly_maps(fast["latent_map"], fast["feature_map"]),
+                               before.anomaly_maps(slow["latent_map"], slow["feature_map"]), atol=1e-4, rtol=0)  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16")
+def test_cpu_bf16_runs_the_unet_and_vae_in_bf16_and_leaves_dic_in_float32(tiny_pipeline):
+    pipe, images = tiny_pipeline
+    fp32 = pipe.infer_all(images, progress=False)
+    bf16 = pipe.with_overrides(["inference.cpu_bf16=true"]).infer_all(images, progress=False)
+    np.testing.assert_array_equal(bf16["knn_distance"], fp32["knn_distance"])  # the extractor stays float32
+    np.testing.assert_array_equal(bf16["t_hat"], fp32["t_hat"])
+    diff = (bf16["latent_map"] - fp32["latent_map"]).abs().max().item()
+    assert 1e-4 < diff < 0.05 * fp32["latent_map"].abs().max().item(), diff  # bf16 is on, and only rounds
