@@ -227,7 +227,7 @@ class DynAD:
     # ----------------------------------------------------------------------------------------------------------
     # Inference.
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def infer(
         self,
         x: torch.Tensor,

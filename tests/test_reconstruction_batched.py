@@ -106,7 +106,7 @@ def tiny_pipeline(shared_data, one_thread):
 
 
 def test_tiny_maps_equal_those_of_the_grouped_loop_without_channels_last(tiny_pipeline, monkeypatch):
-    """Today's inference (one UNet call per step, NHWC, inference mode) gives the maps of the former one."""
+    """Today's inference (one UNet call per step, NHWC UNet and encoder) gives the maps of the former one."""
     import dynad.pipeline
 
     pipe, images = tiny_pipeline
