@@ -8,8 +8,8 @@ K 20, 64 training images in the kNN bank and `--images` test images (the synthet
 at 256 px in the MVTec layout, which the official `MVTecDataset` reads itself). One set of sd-vae-ft-mse-shaped
 VAE weights and one set of ResNet-34 weights are shared by both; each has its own UNet (official: the
 guided-diffusion UNetModel of its config.yaml, 281.1 M parameters; dynad: the `mvtec` preset's diffusers
-UNet2DModel, 267.2 M). Everything runs in this one process, back to back, on the same torch thread count, each
-repeat in the order: official, then each dynad variant.
+UNet2DModel, 267.2 M). Everything runs in this one process, back to back, on the same torch thread count: the
+official code first, then each dynad variant (`VARIANTS`).
 
 The official code is run from the checkout given, never copied. Its `test.validate` runs unchanged, with these
 run-time patches, each needed to run it offline on the CPU or to time it:
@@ -27,7 +27,8 @@ the kNN there).
 
 Times are per image and per stage: kNN (features + neighbours + bin), encode, denoise, decode, features + maps.
 Each is taken in CPU seconds of this process (on one thread that is the work itself, little changed by other
-jobs on the machine) and in wall seconds. Results: benchmarks/results/vs_reference_<device>.json and .md.
+jobs on the machine) and in wall seconds. Results: benchmarks/results/vs_reference_<device>_batch<B>.json and
+.md, rewritten after each run.
 """
 
 from __future__ import annotations
@@ -319,7 +320,8 @@ def table(runs: list[dict], clock: str) -> str:
 
 def write(out: Path, result: dict, n_images: int) -> None:
     """The JSON and the Markdown tables, rewritten after each run so that an interrupted benchmark keeps its rows."""
-    name = f"vs_reference_{result['device'].split()[0]}"
+    batches = "-".join(str(b) for b in dict.fromkeys(r["batch"] for r in result["runs"]))
+    name = f"vs_reference_{result['device'].split()[0]}_batch{batches}"
     runs = result["runs"]
     print(runs[-1], flush=True)
     write_json(out / f"{name}.json", result)
