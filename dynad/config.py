@@ -207,6 +207,14 @@ class AblationConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How `DynAD.infer` runs; each setting measured in benchmarks/bench_vs_reference.py (README, "Speed")."""
+
+    channels_last: bool = True  # NHWC UNet and VAE encoder: faster oneDNN convolutions; maps equal within 1e-4
+    cpu_bf16: bool = False  # bf16 autocast on a CPU with native bf16 (avx512_bf16, AMX): ~2x, maps change ~1e-2
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     preset: str = "custom"
     # "paper" or "reference": sets every behaviour of FIDELITY (paper reading or the official code) in one place.
@@ -227,6 +235,7 @@ class ExperimentConfig:
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     ablations: AblationConfig = field(default_factory=AblationConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     # Per-category overrides (the VisA table of METHOD.md section 7): {category: {"reconstruction.eta": 8, ...}}.
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     use_per_category: bool = True

@@ -92,6 +92,21 @@ class DynAD:
         self.provenance = provenance or {}  # weights, parameter counts, training losses, stage seconds
         self.train_normalization: am.MapNormalization | None = None
         self.train_scores: np.ndarray | None = None  # image scores of the normalization's training images
+        # NHWC weights make the UNet's and the encoder's convolutions run NHWC (measured faster on the CPU); the
+        # decoder measured slower so, and `infer` hands it a contiguous latent. Modules shared with another DynAD
+        # (`with_overrides`) take the format of the last one built, which changes the speed only.
+        fmt = torch.channels_last if cfg.inference.channels_last else torch.contiguous_format
+        self.unet.to(memory_format=fmt)
+        if self.codec.vae is not None:
+            self.codec.vae.encoder.to(memory_format=fmt)
+        if device.type == "cpu" and cfg.inference.cpu_bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            raise ConfigError("inference.cpu_bf16=true needs a CPU with native bf16 (avx512_bf16 or AMX); this one has none")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 for inference: on CUDA when mixed_precision, on the CPU when inference.cpu_bf16."""
+        if self.device.type == "cpu" and self.cfg.inference.cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return autocast(self.device, self.cfg.mixed_precision)
 
     # ----------------------------------------------------------------------------------------------------------
     # Fitting: each stage trains what is missing and reuses what is stored.
@@ -219,11 +234,10 @@ class DynAD:
 
     @torch.no_grad()
     def knn_descriptors(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) -> (N, D) pooled layer-2 features, computed in batches."""
+        """(N, 3, S, S) -> (N, D) pooled layer-2 features, computed in batches (float32, as in `infer`)."""
         out = []
         for b in _batches(images, self.cfg.data.batch_size):
-            with autocast(self.device, self.cfg.mixed_precision):
-                out.append(knn_features(self.extractor(b.to(self.device)), self.cfg.features).float().cpu())
+            out.append(knn_features(self.extractor(b.to(self.device)), self.cfg.features).float().cpu())
         return torch.cat(out)
 
     def fit_train_normalization(self, train_images: torch.Tensor) -> None:
@@ -261,22 +275,24 @@ class DynAD:
         rec, align = self.cfg.reconstruction, self.cfg.anomaly_map.align_corners
         # The reference code's first-step quirk belongs to its fixed-step sampler (Table 4), not to the DIC one.
         drop_first_noise = rec.drop_first_noise and self.cfg.dic.fixed_t_hat is not None
-        with autocast(self.device, self.cfg.mixed_precision):
-            with clock("knn"):
-                feats = self.extractor(x)
-                y, b, t = self.dic.t_hat(knn_features(feats, self.cfg.features).float().cpu())
-            if t_hat is not None:
-                t = np.full_like(t, t_hat)
+        # The extractor runs in float32 even under bf16: a bf16 kNN distance can move an image to another bin
+        # (measured on the tiny preset), and its two passes cost ~2 % of the time.
+        with clock("knn"):
+            feats = self.extractor(x)
+            y, b, t = self.dic.t_hat(knn_features(feats, self.cfg.features).float().cpu())
+        if t_hat is not None:
+            t = np.full_like(t, t_hat)
+        with self._autocast():
             with clock("encode"):
                 z0 = self.codec.encode(x, generator).float()
             with clock("denoise"):
                 z0_hat = reconstruct(self.unet, self.schedule, z0, t, rec, generator, drop_first_noise)
             with clock("decode"):
-                x_hat = self.codec.decode(z0_hat, clamp=rec.clamp_decoded).float()
-            with clock("maps"):
-                feats_hat = self.extractor(x_hat)
-                lat = am.latent_map(z0, z0_hat, size, align).cpu()
-                feat = am.feature_map(feats, feats_hat, self.cfg.features.map_layers, size, align).cpu()
+                x_hat = self.codec.decode(z0_hat.contiguous(), clamp=rec.clamp_decoded).float()
+        with clock("maps"):
+            feats_hat = self.extractor(x_hat)
+            lat = am.latent_map(z0, z0_hat, size, align).cpu()
+            feat = am.feature_map(feats, feats_hat, self.cfg.features.map_layers, size, align).cpu()
         return {"knn_distance": y, "bin": b, "t_hat": t, "reconstruction": x_hat.cpu(), "latent_map": lat, "feature_map": feat}
 
     def infer_all(self, images: torch.Tensor, progress: bool = True, keep_reconstructions: bool = False) -> dict:

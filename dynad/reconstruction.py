@@ -50,21 +50,23 @@ def guided_step(
     schedule: NoiseSchedule,
     z_t: torch.Tensor,
     z0: torch.Tensor,
-    t: int,
-    t_prev: int,
+    t: int | torch.Tensor,
+    t_prev: int | torch.Tensor,
     eta: float,
-    keep_noise: bool = True,
+    keep_noise: bool | torch.Tensor = True,
 ) -> torch.Tensor:
-    """Steps (1)-(5) above for a batch (B, C, h, w) at one common t; (5') when keep_noise is False."""
-    a_t, a_prev = schedule.abar(t).to(z_t.device), schedule.abar(t_prev).to(z_t.device)
-    t_batch = torch.full((z_t.shape[0],), t, device=z_t.device, dtype=torch.long)
-    eps = unet(z_t, t_batch).sample.float()  # (1)
+    """Steps (1)-(5) above for a batch (B, C, h, w); t and t_prev are ints or (B,) tensors, one step per image.
+    (5') where keep_noise is False (a bool, or a (B,) bool tensor per image)."""
+    t_batch = torch.as_tensor(t, dtype=torch.long).expand(z_t.shape[0])  # (B,)
+    t_prev_batch = torch.as_tensor(t_prev, dtype=torch.long).expand(z_t.shape[0])  # (B,)
+    a_t = schedule.abar(t_batch).to(z_t.device).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    a_prev = schedule.abar(t_prev_batch).to(z_t.device).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    eps = unet(z_t, t_batch.to(z_t.device)).sample.float()  # (1)
     z_tilde = a_t.sqrt() * z0 + (1 - a_t).sqrt() * eps  # (2)
     eps_hat = eps - eta * (1 - a_t).sqrt() * (z_tilde - z_t)  # (3)
     z0_pred = (z_t - (1 - a_t).sqrt() * eps_hat) / a_t.sqrt()  # (4)
-    if not keep_noise:
-        return a_prev.sqrt() * z0_pred  # (5')
-    return a_prev.sqrt() * z0_pred + (1 - a_prev).sqrt() * eps_hat  # (5)
+    keep = torch.as_tensor(keep_noise, device=z_t.device).float().expand(z_t.shape[0]).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    return a_prev.sqrt() * z0_pred + keep * (1 - a_prev).sqrt() * eps_hat  # (5), or (5') where keep is 0
 
 
 @torch.no_grad()
@@ -80,25 +82,45 @@ def reconstruct(
 ) -> torch.Tensor:
     """z0 (B, C, h, w) and one T_hat per image -> z0_hat (B, C, h, w).
 
-    `drop_first_noise`: step (5') at the first step. `scale_t`: the step whose abar scales the start, per image,
-    when it is not T_hat (the reference code's adaptation). Images are grouped by (T_hat, scale step) so that each
-    group shares its timesteps (a batch has at most |B| + 1 groups).
+    `drop_first_noise`: step (5') at each image's first step. `scale_t`: the step whose abar scales the start, per
+    image, when it is not T_hat (the reference code's adaptation).
+
+    One UNet call per DDIM step for the whole batch, each image at its own timestep. Every image's pairs are
+    right-aligned so that all of them end at t_prev = -1; an image with fewer steps (T_hat < num_steps) sits out
+    the first calls. This equals running each T_hat group on its own (the test keeps that loop as the reference).
     """
     t_hat = np.asarray(t_hat, dtype=int)
     scale_t = t_hat if scale_t is None else np.asarray(scale_t, dtype=int)
-    out = torch.empty_like(z0)
-    for value, scale in np.unique(np.stack([t_hat, scale_t], axis=1), axis=0):  # (groups, 2)
-        idx = torch.as_tensor(np.flatnonzero((t_hat == value) & (scale_t == scale)), device=z0.device)
-        y = z0[idx]  # (b, C, h, w)
-        a = schedule.abar(int(scale)).to(y.device)
-        if cfg.start == "noiseless":
-            z = a.sqrt() * y
-        elif cfg.start == "noise":
-            eps = torch.randn(y.shape, generator=generator).to(y.device)
-            z = a.sqrt() * y + (1 - a).sqrt() * eps
+    if cfg.start not in ("noiseless", "noise"):
+        raise ValueError(f"reconstruction.start must be 'noiseless' or 'noise', got {cfg.start!r}")
+    pairs = {int(v): ddim_timesteps(int(v), cfg.num_steps, cfg.sampler_start) for v in np.unique(t_hat)}
+    n_steps = max(len(p) for p in pairs.values())
+    # (B, n_steps) tables of t and t_prev; -2 marks the steps an image sits out.
+    ts = torch.full((len(t_hat), n_steps), -2, dtype=torch.long)
+    ts_prev = torch.full((len(t_hat), n_steps), -2, dtype=torch.long)
+    first = torch.empty(len(t_hat), dtype=torch.long)  # (B,) the column of each image's first step
+    for i, v in enumerate(t_hat):
+        p = torch.tensor(pairs[int(v)], dtype=torch.long)  # (n_i, 2)
+        ts[i, n_steps - len(p) :], ts_prev[i, n_steps - len(p) :] = p[:, 0], p[:, 1]
+        first[i] = n_steps - len(p)
+    a = schedule.abar(torch.as_tensor(scale_t)).to(z0.device).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    z = a.sqrt() * z0
+    if cfg.start == "noise":
+        # Drawn group by group in increasing T_hat, the order of the grouped loop, so the noise ablation's
+        # random stream (and its results) stay what they were.
+        eps = torch.empty_like(z0)
+        for value in pairs:
+            idx = torch.as_tensor(np.flatnonzero(t_hat == value), device=z0.device)
+            eps[idx] = torch.randn(z0[idx].shape, generator=generator).to(z0.device)
+        z = z + (1 - a).sqrt() * eps
+    for k in range(n_steps):
+        active = ts[:, k] > -2
+        keep = ~(first == k) if drop_first_noise else torch.ones(len(t_hat), dtype=torch.bool)  # (B,)
+        if bool(active.all()):
+            z = guided_step(unet, schedule, z, z0, ts[:, k], ts_prev[:, k], cfg.eta, keep.to(z0.device))
         else:
-            raise ValueError(f"reconstruction.start must be 'noiseless' or 'noise', got {cfg.start!r}")
-        for i, (t, t_prev) in enumerate(ddim_timesteps(int(value), cfg.num_steps, cfg.sampler_start)):
-            z = guided_step(unet, schedule, z, y, t, t_prev, cfg.eta, keep_noise=not (drop_first_noise and i == 0))
-        out[idx] = z
-    return out
+            idx = torch.nonzero(active)[:, 0].to(z0.device)
+            z = z.clone()
+            z[idx] = guided_step(unet, schedule, z[idx], z0[idx], ts[active, k], ts_prev[active, k], cfg.eta,
+                                 keep[active].to(z0.device))  # fmt: skip
+    return z
