@@ -12,8 +12,10 @@ from dynad.reconstruction import ddim_timesteps, guided_step, reconstruct
 from dynad.schedule import NoiseSchedule
 
 
-def grouped_reconstruct(unet, schedule, z0, t_hat, cfg, generator=None):
-    """The former `reconstruct`, kept as the reference: one sub-batch per T_hat, one UNet call per group and step."""
+def grouped_reconstruct(unet, schedule, z0, t_hat, cfg, generator=None, drop_first_noise=False, scale_t=None):
+    """The former `reconstruct`, kept as the reference: one sub-batch per T_hat, one UNet call per group and step
+    (with the reference code's first-step quirk when asked; its start scale is T_hat's)."""
+    assert scale_t is None
     t_hat = np.asarray(t_hat, dtype=int)
     out = torch.empty_like(z0)
     for value in np.unique(t_hat):
@@ -23,8 +25,8 @@ def grouped_reconstruct(unet, schedule, z0, t_hat, cfg, generator=None):
         z = a.sqrt() * y
         if cfg.start == "noise":
             z = z + (1 - a).sqrt() * torch.randn(y.shape, generator=generator)
-        for t, t_prev in ddim_timesteps(int(value), cfg.num_steps, cfg.sampler_start):
-            z = guided_step(unet, schedule, z, y, t, t_prev, cfg.eta)
+        for i, (t, t_prev) in enumerate(ddim_timesteps(int(value), cfg.num_steps, cfg.sampler_start)):
+            z = guided_step(unet, schedule, z, y, t, t_prev, cfg.eta, keep_noise=not (drop_first_noise and i == 0))
         out[idx] = z
     return out
 
@@ -50,21 +52,22 @@ def tiny_unet():
 
 
 @pytest.mark.parametrize(
-    "t_hat, cfg",
+    "t_hat, cfg, drop_first_noise",
     [
-        ([20, 80, 20, 40, 80, 60], ReconstructionConfig(eta=4.0)),  # the paper's T_max 80 table
-        ([20, 80, 20, 40], ReconstructionConfig(eta=8.0, sampler_start="t_hat_minus_step")),
-        ([5, 30, 3, 30], ReconstructionConfig(eta=4.0)),  # T_hat < num_steps: fewer steps for those images
-        ([20, 80, 20, 40], ReconstructionConfig(eta=4.0, start="noise")),
+        ([20, 80, 20, 40, 80, 60], ReconstructionConfig(eta=4.0), False),  # the paper's T_max 80 table
+        ([20, 80, 20, 40], ReconstructionConfig(eta=8.0, sampler_start="t_hat_minus_step"), False),
+        ([5, 30, 3, 30], ReconstructionConfig(eta=4.0), False),  # T_hat < num_steps: fewer steps for those images
+        ([20, 80, 20, 40], ReconstructionConfig(eta=4.0, start="noise"), False),
+        ([5, 30, 3, 30], ReconstructionConfig(eta=4.0), True),  # the reference code's first-step quirk, per image
     ],
 )
-def test_one_call_per_step_equals_the_grouped_loop(tiny_unet, t_hat, cfg):
+def test_one_call_per_step_equals_the_grouped_loop(tiny_unet, t_hat, cfg, drop_first_noise):
     sched = NoiseSchedule()
     z0 = torch.randn(len(t_hat), 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    ref = grouped_reconstruct(tiny_unet, sched, z0, t_hat, cfg, torch.Generator().manual_seed(7))
+    ref = grouped_reconstruct(tiny_unet, sched, z0, t_hat, cfg, torch.Generator().manual_seed(7), drop_first_noise)
     counting = CountingUNet(tiny_unet)
     with torch.no_grad():
-        out = reconstruct(counting, sched, z0, t_hat, cfg, torch.Generator().manual_seed(7))
+        out = reconstruct(counting, sched, z0, t_hat, cfg, torch.Generator().manual_seed(7), drop_first_noise)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     # As many calls as the longest image's sampler, not one per group and step.
     assert len(counting.calls) == max(len(ddim_timesteps(v, cfg.num_steps, cfg.sampler_start)) for v in t_hat)
