@@ -32,8 +32,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.root is None and args.dataset != "synthetic":
         print(f"error: --root is required for --dataset {args.dataset}", file=sys.stderr)
         return 2
-    root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)  # the synthetic set is made when missing
+    from dynad import distributed
+
+    with distributed.state().main_process_first():  # under `accelerate launch`, one process writes the data
+        root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)  # the synthetic set is made when missing
     result = run_experiment(cfg, args.dataset, root, args.category, args.out, models_dir=args.models)
+    if not result:  # another process than the main one of `accelerate launch`: the main one reports
+        return 0
     keys = ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc")
     print(json.dumps({k: round(result[k], 4) for k in keys if k in result}))
     print(f"results in {args.out} (metrics.json, per_image.csv, per_defect.csv, figures/)")

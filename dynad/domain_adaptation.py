@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from dynad.config import AdaptationConfig, DICConfig, ReconstructionConfig
 from dynad.reconstruction import reconstruct
+from dynad.training import BatchRandom
 
 
 def da_loss(feats: dict[str, torch.Tensor], feats_hat: dict[str, torch.Tensor], layers, mode: str) -> torch.Tensor:
@@ -36,14 +37,14 @@ def da_loss(feats: dict[str, torch.Tensor], feats_hat: dict[str, torch.Tensor], 
 
 
 def make_loss(pipeline, cfg: AdaptationConfig, dic_cfg: DICConfig, rec_cfg: ReconstructionConfig, layers):
-    """loss_fn(extractor, x0, generator) for `dynad.training.train`; `pipeline` supplies codec, unet, schedule."""
+    """loss_fn(extractor, x0, rng) for `dynad.training.train`; `pipeline` supplies codec, unet, schedule."""
 
-    def loss_fn(extractor: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        p = int(torch.randint(1, cfg.num_levels + 1, (1,), generator=gen))
+    def loss_fn(extractor: torch.nn.Module, x0: torch.Tensor, rng: BatchRandom) -> torch.Tensor:
+        p = rng.batch_randint(1, cfg.num_levels + 1)  # one step for the whole global batch
         t = max(1, round(dic_cfg.t_max * p / cfg.num_levels))
         with torch.no_grad():
             z0 = pipeline.codec.encode(x0)
-            z0_hat = reconstruct(pipeline.unet, pipeline.schedule, z0, [t] * x0.shape[0], rec_cfg, gen)
+            z0_hat = reconstruct(pipeline.unet, pipeline.schedule, z0, [t] * x0.shape[0], rec_cfg, rng.local_generator())
             x0_hat = pipeline.codec.decode(z0_hat)
         return da_loss(extractor(x0), extractor(x0_hat), layers, cfg.loss)
 

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dynad import metrics, plots
+from dynad import distributed, metrics, plots
 from dynad.anomaly_map import MapNormalization, image_scores
 from dynad.config import ExperimentConfig
 from dynad.data import ImageDataset, make_index
@@ -101,7 +101,8 @@ def run_experiment(
     save_pipeline: bool = True,
     figures: bool = True,
 ) -> dict[str, Any]:
-    """Run the method on one category and write the results into `out`; returns the metrics dict.
+    """Run the method on one category and write the results into `out`; returns the metrics dict (an empty dict on
+    the processes other than the main one under `accelerate launch`).
 
     `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps).
     """
@@ -113,8 +114,10 @@ def run_experiment(
     seconds = dict(pipe.provenance["seconds"])
 
     t0 = time.perf_counter()
-    res = pipe.infer_all(test["images"], progress=progress)
+    res = pipe.infer_all(test["images"], progress=progress)  # sharded over the processes, gathered on each
     seconds["inference"] = time.perf_counter() - t0
+    if not distributed.state().is_main_process:
+        return {}  # the main process computes the metrics and writes every file
 
     # Eq. 9: normalise over the test set (paper) or with training statistics.
     norm = pipe.train_normalization if cfg.anomaly_map.normalization == "train" else None
@@ -179,7 +182,8 @@ def run_experiment(
         "seconds": seconds,
         "choices": choices(cfg),
         "denoiser_parameters": pipe.provenance.get("denoiser_parameters"),
-        "provenance": record(cfg.to_dict(), pipe.device, pipe.provenance["weights"]),
+        "provenance": {**record(cfg.to_dict(), pipe.device, pipe.provenance["weights"]),
+                       "num_processes": distributed.state().num_processes},
     }
     write_json(out / "metrics.json", result)  # last: its presence marks the run complete
     return result
