@@ -53,7 +53,8 @@ def accelerator(device: str = "auto", mixed_precision: str = "no", find_unused_p
 
 def state() -> PartialState:
     """This process's place in the group (num_processes, process_index, is_main_process, device)."""
-    return PartialState()
+    # Without CUDA, accelerate joins a launched group only when asked for the CPU (gloo).
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def shard(n: int, index: int | None = None, count: int | None = None) -> slice:

@@ -1,0 +1,90 @@
+"""Scale: 2-process DDP through accelerate equals one process; `reproduce --executor ray` equals the local executor;
+the paper presets' dry run builds the real architectures and runs every stage."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
+    """Same global batch, same optimizer steps: the UNet's weights agree within 1e-5, and only rank 0 wrote."""
+    sys.path.insert(0, str(TESTS))
+    import ddp_worker
+
+    single = ddp_worker.run(tmp_path / "one")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
+    # On a machine without CUDA, accelerate's multi-process launcher starts CPU processes that join over gloo.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), str(TESTS / "ddp_worker.py"), str(tmp_path / "two")]  # fmt: skip
+    if torch.cuda.is_available():
+        pytest.skip("the gloo CPU group needs a machine without CUDA (accelerate would use NCCL on the GPUs)")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "two" / "unet.pt", map_location="cpu", weights_only=False)
+    assert ckpt["complete"] and ckpt["epoch"] == ddp_worker.EPOCHS
+    diffs = [(ckpt["model"][k] - v).abs().max().item() for k, v in single.state_dict().items()]
+    assert max(diffs) < 1e-5
+    start = ddp_worker.initial_unet().state_dict()
+    moved = [(v - start[k]).abs().max().item() for k, v in single.state_dict().items()]
+    assert max(moved) > 1e-3  # the steps changed the weights: the comparison is not between two untouched copies
+    assert (tmp_path / "two" / "writes-0.txt").read_text().splitlines() == [str(tmp_path / "two" / "unet.pt")] * 2
+    assert not (tmp_path / "two" / "writes-1.txt").exists()  # rank 1 wrote nothing
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["unet.pt", "writes-0.txt"]
+    one = torch.load(tmp_path / "one" / "unet.pt", map_location="cpu", weights_only=False)
+    assert one["losses"] == pytest.approx(ckpt["losses"], abs=1e-6)  # loss history reduced over both processes
+
+
+
+def test_reproduce_ray_gives_the_local_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two tiny synthetic categories: `--executor ray` on a local 2-CPU Ray cluster writes the tables of `local`."""
+    ray = pytest.importorskip("ray")
+    from dynad import synthetic
+    from dynad.reproduce import reproduce
+    from dynad.results import compare_tables
+    from dynad.synthetic import SynthConfig
+
+    root = synthetic.ensure(tmp_path / "synthetic", SynthConfig(image_size=64, n_train=24, n_test_good=4,
+                                                                n_test_per_defect=2), progress=False)  # fmt: skip
+    # The executors run the same notebooks; short training keeps the 2 x 2 notebook sequences affordable, and the
+    # ray run reuses the models the local run trained (as a reproduction on a cluster with a shared models folder).
+    common = {"preset": "tiny", "datasets": ["synthetic"], "categories": ["tiles", "board"],
+              "roots": {"synthetic": str(root)}, "models": tmp_path / "models", "ablations": False,
+              "progress": False, "threads": 1,
+              "overrides": ["autoencoder.epochs=2", "denoiser.epochs=2", "denoiser.checkpoint_every=1"]}  # fmt: skip
+    assert reproduce(runs=tmp_path / "local" / "runs", results=tmp_path / "local" / "results", **common) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rc = reproduce(runs=tmp_path / "ray" / "runs", results=tmp_path / "ray" / "results", executor="ray", **common)
+        assert rc == 0, capsys.readouterr().out
+        for cat in ("tiles", "board"):  # each category ran as a Ray task, in its own worker process
+            run = tmp_path / "ray" / "runs" / "tiny" / "synthetic" / cat
+            assert (run / "04_evaluate.done.json").is_file() and (run / "eval" / "metrics.json").is_file()
+        # A second call finds every notebook done and hands nothing to Ray.
+        before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "ray" / "runs").rglob("*.ipynb"))
+        assert reproduce(runs=tmp_path / "ray" / "runs", results=tmp_path / "ray" / "results", executor="ray",
+                         **common) == 0  # fmt: skip
+        assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "ray" / "runs").rglob("*.ipynb")) == before
+    finally:
+        ray.shutdown()
+    a, b = tmp_path / "local" / "results" / "tiny", tmp_path / "ray" / "results" / "tiny"
+    main = (a / "tables" / "main_synthetic.csv").read_text()
+    assert "tiles" in main and "board" in main
+    assert compare_tables(a, b) == []
