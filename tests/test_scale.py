@@ -88,3 +88,33 @@ def test_reproduce_ray_gives_the_local_tables(tmp_path: Path, capsys: pytest.Cap
     main = (a / "tables" / "main_synthetic.csv").read_text()
     assert "tiles" in main and "board" in main
     assert compare_tables(a, b) == []
+
+
+def test_paper_preset_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`dynad run --preset mvtec --dry-run`: the 267 M UNet, sd-vae-ft-mse's architecture and ResNet-34 (random
+    weights: neither file is on a CI machine, and the report says so), one step of every stage, inference, maps.
+
+    At 128 px (the smallest size the 5-level UNet takes: latent 16 x 16) to keep the suite short; the 256 px costs
+    are measured by benchmarks/bench_scale.py. visa and btad build exactly the same networks (checked here)."""
+    from dynad.cli import main
+    from dynad.config import load_preset
+
+    for preset in ("visa", "btad"):
+        other = load_preset(preset)
+        for section in ("data", "autoencoder", "denoiser", "features", "adaptation", "dic", "reconstruction"):
+            assert getattr(other, section) == getattr(load_preset("mvtec"), section), (preset, section)
+    absent = ["autoencoder.source=" + str(tmp_path / "no-sd-vae"), "features.weights=" + str(tmp_path / "no.pth")]
+    argv = ["run", "--preset", "mvtec", "--dry-run", "--dry-run-steps", "1", "--dry-run-images", "1", "--out",
+            str(tmp_path), "--set", "data.image_size=128", "--set", "device=cpu"] + [a for s in absent for a in ("--set", s)]  # fmt: skip
+    assert main(argv) == 0
+    import json
+
+    report = json.loads((tmp_path / "dry_run.json").read_text())
+    assert report["parameters"]["denoiser"] == pytest.approx(267.2e6, rel=1e-3)
+    assert report["parameters"]["autoencoder"] == pytest.approx(83.65e6, rel=1e-3)  # sd-vae-ft-mse's size
+    assert "RANDOM" in report["weights"]["autoencoder"] and "random" in report["weights"]["feature_extractor"]
+    assert set(report["stages"]) == {"autoencoder", "denoiser", "adaptation", "inference"}
+    assert report["map_shape"] == [1, 128, 128] and report["maps_finite"]
+    assert all(s["peak_memory_gb"] > 1.0 for s in report["stages"].values())  # 267 M params + AdamW: > 1 GB
+    out = capsys.readouterr().out
+    assert "267.2 M parameters" in out and "RANDOM weights" in out
