@@ -42,6 +42,7 @@ def test_run_writes_every_result_with_provenance(tiny_run):
         assert 0.0 <= metrics[key] <= 1.0
     prov = metrics["provenance"]
     assert prov["config"]["preset"] == "tiny" and prov["versions"]["torch"]
+    assert prov["num_processes"] == 1  # a plain `dynad run` (`accelerate launch` records its process count)
     assert "mobilenet_v2-b0353104.pth" in prov["weights"]["feature_extractor"]
     assert set(metrics["seconds"]) >= {"train_autoencoder", "train_denoiser", "adaptation", "fit_knn", "inference"}
     per_image = pd.read_csv(out / "per_image.csv")

@@ -118,3 +118,42 @@ def test_paper_preset_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert all(s["peak_memory_gb"] > 1.0 for s in report["stages"].values())  # 267 M params + AdamW: > 1 GB
     out = capsys.readouterr().out
     assert "267.2 M parameters" in out and "RANDOM weights" in out
+
+
+def test_training_resumes_after_a_kill_with_the_same_weights(tmp_path: Path) -> None:
+    """Killed during epoch 2: the rerun continues from the epoch-1 checkpoint and ends on the uninterrupted weights;
+    atomic writes leave no partial file behind."""
+    sys.path.insert(0, str(TESTS))
+    import ddp_worker
+    from dynad.config import load_preset
+    from dynad.denoiser import epsilon_loss
+    from dynad.schedule import NoiseSchedule
+    from dynad.training import train
+
+    cfg = load_preset("tiny").denoiser
+    loss = epsilon_loss(NoiseSchedule(cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end), True)
+
+    def run(folder: Path, kill_at_call: int | None = None) -> tuple[torch.nn.Module, int]:
+        unet, calls = ddp_worker.initial_unet(), []
+
+        def counted(model, batch, rng):
+            calls.append(1)
+            if len(calls) == kill_at_call:
+                raise KeyboardInterrupt  # as if killed in the middle of a step
+            return loss(model, batch, rng)
+
+        train(unet, ddp_worker.data(), counted, epochs=3, batch_size=ddp_worker.BATCH, lr=cfg.lr,
+              ckpt_path=folder / "unet.pt", config={"test": "resume"}, checkpoint_every=1, device="cpu",
+              progress=False)  # fmt: skip
+        return unet, len(calls)
+
+    whole, _ = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", kill_at_call=4)  # 2 steps per epoch: the 2nd step of epoch 2
+    ckpt = torch.load(tmp_path / "killed" / "unet.pt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1 and not ckpt["complete"]
+    resumed, calls = run(tmp_path / "killed")
+    assert calls == 4  # epochs 2 and 3 only
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert [p.name for p in (tmp_path / "killed").iterdir()] == ["unet.pt"]
