@@ -120,6 +120,10 @@ def train(
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             losses, start = list(ckpt["losses"]), int(ckpt["epoch"])
+    if acc.num_processes > 1 and acc.device.type == "cuda":
+        # BatchNorm (the extractor's) over the whole global batch, as one process sees it; torch syncs only on GPUs,
+        # so on CPU processes each shard normalises by its own statistics (and rank 0's running stats are kept).
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     objective, opt = acc.prepare(_Objective(model, loss_fn), opt)
     n = data.shape[0]
     batch_size = min(batch_size, n)
