@@ -210,6 +210,9 @@ def _run_ray(tasks: list[Task], notify: Callable[[str], None], address: str | No
 
     started = not ray.is_initialized()
     if started:
+        # Ray's default 10 s for the local node to come up is too short on a loaded machine (measured: at load 20
+        # on 2 cores it timed out); a cluster that is already running is not affected.
+        os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     runs.mkdir(parents=True, exist_ok=True)
     token = runs / f".ray-driver-{os.getpid()}"  # a worker that sees this file shares the driver's filesystem

@@ -70,6 +70,7 @@ def test_reproduce_ray_gives_the_local_tables(tmp_path: Path, capsys: pytest.Cap
               "progress": False, "threads": 1,
               "overrides": ["autoencoder.epochs=2", "denoiser.epochs=2", "denoiser.checkpoint_every=1"]}  # fmt: skip
     assert reproduce(runs=tmp_path / "local" / "runs", results=tmp_path / "local" / "results", **common) == 0
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # as reproduce does: shared CI machines are slow
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rc = reproduce(runs=tmp_path / "ray" / "runs", results=tmp_path / "ray" / "results", executor="ray", **common)
