@@ -5,7 +5,8 @@
 Each executor runs in a fresh folder (nothing reused: every model is trained) on its own synthetic set, one torch
 thread per notebook kernel: `--executor local --jobs 1`, `--jobs 2`, and `--executor ray` on a local Ray cluster of
 the machine's cores. The demo preset's full reproduction is ~30 min per run on 2 cores, so the default is the tiny
-preset with a small synthetic set. Results go to benchmarks/results/executors.json.
+preset with a small synthetic set. Results go to benchmarks/results/executors.json, written after every run and
+merged with the runs already there (so `--runs ray` adds the Ray run to earlier local ones).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import tempfile
 import time
@@ -38,6 +40,8 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="dynad-bench-executors-"))
     result = {"preset": args.preset, "categories": ["tiles", "board"], "ablations": args.ablations,
               "n_train": args.n_train, "cpu_count": os.cpu_count(), "versions": versions(), "runs": {}}  # fmt: skip
+    if args.out.is_file():
+        result["runs"] = json.loads(args.out.read_text()).get("runs", {})
     for name in args.runs:
         root = synthetic.ensure(base / name / "synthetic", SynthConfig(image_size=64, n_train=args.n_train,
                                 n_test_good=4, n_test_per_defect=2), progress=False)  # fmt: skip
@@ -51,7 +55,7 @@ def main() -> None:
         result["runs"][name] = {**RUNS[name], "exit_code": rc, "wall_seconds": round(seconds, 1),
                                 "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2)}  # fmt: skip
         print(f"{name}: {seconds:.1f} s (exit {rc}, load {load:.1f})", flush=True)
-    write_json(args.out, result)
+        write_json(args.out, result)
     print(f"-> {args.out}")
 
 

@@ -60,7 +60,7 @@ def state() -> PartialState:
 def shard(n: int, index: int | None = None, count: int | None = None) -> slice:
     """The contiguous share of `n` items of process `index` of `count` (default: this process); the first n % count
     processes take one more."""
-    st = PartialState() if index is None or count is None else None
+    st = state() if index is None or count is None else None
     index = st.process_index if index is None else index
     count = st.num_processes if count is None else count
     lo = index * (n // count) + min(index, n % count)
@@ -69,7 +69,7 @@ def shard(n: int, index: int | None = None, count: int | None = None) -> slice:
 
 def gather(parts: Any) -> list[Any]:
     """Every process's `parts` (any picklable object), in process order, on every process."""
-    if PartialState().num_processes == 1:
+    if state().num_processes == 1:
         return [parts]
     return gather_object([parts])
 
