@@ -158,3 +158,25 @@ def test_training_resumes_after_a_kill_with_the_same_weights(tmp_path: Path) -> 
     for k, v in whole.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert [p.name for p in (tmp_path / "killed").iterdir()] == ["unet.pt"]
+
+
+def test_shards_partition_and_draws_do_not_depend_on_the_process_count() -> None:
+    from dynad.distributed import shard
+    from dynad.training import BatchRandom
+
+    for n in (1, 5, 7, 30):
+        for count in range(1, min(n, 8) + 1):
+            parts = [shard(n, i, count) for i in range(count)]
+            assert [r for s in parts for r in range(n)[s]] == list(range(n))  # contiguous, in order, complete
+            assert max(s.stop - s.start for s in parts) - min(s.stop - s.start for s in parts) <= 1
+
+    def draws(rows: slice, total: int) -> list[torch.Tensor]:
+        rng = BatchRandom(torch.Generator().manual_seed(3), rows, total)
+        return [rng.randn(4, 2), rng.randint(0, 1000).float(), torch.tensor(float(rng.batch_randint(1, 11))),
+                rng.randn(3)]  # fmt: skip
+
+    whole = draws(slice(0, 7), 7)
+    halves = [draws(shard(7, i, 2), 7) for i in range(2)]
+    for k in (0, 1, 3):  # per-row draws: the shards' rows are the single process's rows
+        assert torch.equal(torch.cat([halves[0][k], halves[1][k]]), whole[k])
+    assert halves[0][2] == halves[1][2] == whole[2]  # one draw per batch: the same on every process
