@@ -53,7 +53,9 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
 
 
 
-def test_reproduce_ray_gives_the_local_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_reproduce_ray_gives_the_local_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two tiny synthetic categories: `--executor ray` on a local 2-CPU Ray cluster writes the tables of `local`."""
     ray = pytest.importorskip("ray")
     from dynad import synthetic
@@ -70,10 +72,10 @@ def test_reproduce_ray_gives_the_local_tables(tmp_path: Path, capsys: pytest.Cap
               "progress": False, "threads": 1,
               "overrides": ["autoencoder.epochs=2", "denoiser.epochs=2", "denoiser.checkpoint_every=1"]}  # fmt: skip
     assert reproduce(runs=tmp_path / "local" / "runs", results=tmp_path / "local" / "results", **common) == 0
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # as reproduce does: shared CI machines are slow
+    monkeypatch.setenv("RAY_raylet_start_wait_time_s", "120")  # as reproduce does: shared CI machines are slow
     # Ray kills its workers when the whole machine passes 95 % memory; on a shared test machine other jobs' memory
     # did that (measured: both categories killed), which is not what this test is about.
-    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rc = reproduce(runs=tmp_path / "ray" / "runs", results=tmp_path / "ray" / "results", executor="ray", **common)
