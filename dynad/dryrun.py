@@ -5,17 +5,15 @@
 It proves that the paper path runs end to end on a machine without the data or the weights, and measures what a
 step costs there: the 267 M-parameter UNet, sd-vae-ft-mse (its architecture with random weights when the weights
 are absent, labelled so), the ResNet-34 extractor (random when its file is absent, labelled so), `steps` optimizer
-steps of each trained stage at batch `batch` through dynad.training.train, the kNN, and inference on a few images
-of the built-in synthetic data at the preset's image size. The numbers it prints are costs, never results.
+steps of each trained stage at batch `batch` through dynad.training.train (without checkpoints), the kNN, and
+inference on a few images of the built-in synthetic data at the preset's image size. The numbers it prints are costs, never results.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import resource
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,7 +107,6 @@ def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int =
     run = {"device": cfg.device, "mixed_precision": mp, "accumulation_steps": cfg.gradient_accumulation_steps}
     meter, report = _Meter(device), {"preset": cfg.preset, "device": str(device), "image_size": size, "batch": batch,
                                      "steps": steps, "dic_k": k, "weights": {}, "parameters": {}, "stages": {}}  # fmt: skip
-    tmp = Path(tempfile.mkdtemp(prefix="dynad-dryrun-"))
     common = {"epochs": 1, "batch_size": batch, "checkpoint_every": 1, "seed": cfg.seed, "progress": progress, **run}
 
     # 1. Autoencoder: trained (small VAE), pretrained, or sd-vae-ft-mse's architecture with random weights.
@@ -117,7 +114,7 @@ def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int =
     if cfg.autoencoder.source == "train":
         vae = build_small_vae(cfg.autoencoder, size)
         train(vae, train_images, meter.wrap(vae_loss(cfg.autoencoder)), lr=cfg.autoencoder.lr,
-              ckpt_path=tmp / "vae.pt", config={}, desc="autoencoder", **common)  # fmt: skip
+              ckpt_path=None, config={}, desc="autoencoder", **common)  # fmt: skip
         report["weights"]["autoencoder"] = "small VAE, trained here for the dry run"
     else:
         try:
@@ -141,7 +138,7 @@ def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int =
     report["parameters"]["denoiser"] = count_parameters(unet)
     meter.start()
     loss = epsilon_loss(NoiseSchedule(d.num_train_timesteps, d.beta_start, d.beta_end), cfg.autoencoder.posterior == "sample")
-    train(unet, moments, meter.wrap(loss), lr=d.lr, weight_decay=d.weight_decay, ckpt_path=tmp / "unet.pt",
+    train(unet, moments, meter.wrap(loss), lr=d.lr, weight_decay=d.weight_decay, ckpt_path=None,
           config={}, desc="denoiser", **common)  # fmt: skip
     report["stages"]["denoiser"] = meter.stop()
     report["weights"]["denoiser"] = "random initialisation, trained here for the dry run"
@@ -157,7 +154,7 @@ def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int =
     meter.start()
     a = cfg.adaptation
     train(extractor, train_images, meter.wrap(make_loss(pipe, a, cfg.dic, cfg.reconstruction, cfg.features.layers)),
-          lr=a.lr, ckpt_path=tmp / "extractor.pt", config={}, desc="adaptation", find_unused_parameters=True,
+          lr=a.lr, ckpt_path=None, config={}, desc="adaptation", find_unused_parameters=True,
           **common)  # fmt: skip
     report["stages"]["adaptation"] = meter.stop()
 
@@ -172,9 +169,6 @@ def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int =
     report["t_hat"] = [int(t) for t in out["t_hat"]]
     report["map_shape"] = list(maps.shape)
     report["maps_finite"] = bool(torch.isfinite(maps).all())
-    for f in tmp.iterdir():
-        f.unlink()
-    tmp.rmdir()
     return report
 
 

@@ -89,7 +89,7 @@ def train(
     batch_size: int,
     lr: float,
     weight_decay: float = 0.0,
-    ckpt_path: str | Path,
+    ckpt_path: str | Path | None,
     config: dict[str, Any],
     checkpoint_every: int = 10,
     seed: int = 0,
@@ -107,14 +107,15 @@ def train(
     generator, so a run is repeatable and a resumed run draws what the uninterrupted run would have drawn from that
     epoch on. `device` and `mixed_precision` ("no", "bf16", "fp16") go to the Accelerator; `find_unused_parameters`
     is for models whose forward skips parameters under DDP (the truncated feature extractor).
-    The final checkpoint has `complete=True`; `config` is stored inside every checkpoint.
+    The final checkpoint has `complete=True`; `config` is stored inside every checkpoint. `ckpt_path=None`: no
+    checkpoints (the dry run).
     """
-    ckpt_path = Path(ckpt_path)
+    ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     acc = distributed.accelerator(device, mixed_precision, find_unused_parameters)
     opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr, weight_decay=weight_decay)
     losses: list[float] = []
     start = 0
-    if ckpt_path.is_file():
+    if ckpt_path is not None and ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("config") == config:
             model.load_state_dict(ckpt["model"])
@@ -162,7 +163,7 @@ def train(
         losses.append(float(summed[0] / summed[1]))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         done = epoch + 1 == epochs
-        if (done or (epoch + 1) % checkpoint_every == 0) and acc.is_main_process:
+        if ckpt_path is not None and (done or (epoch + 1) % checkpoint_every == 0) and acc.is_main_process:
             state = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
