@@ -71,7 +71,8 @@ def test_reproduce_ray_gives_the_local_tables(
               "roots": {"synthetic": str(root)}, "models": tmp_path / "models", "ablations": False,
               "progress": False, "threads": 1,
               "overrides": ["autoencoder.epochs=2", "denoiser.epochs=2", "denoiser.checkpoint_every=1"]}  # fmt: skip
-    assert reproduce(runs=tmp_path / "local" / "runs", results=tmp_path / "local" / "results", **common) == 0
+    local = {"runs": tmp_path / "local" / "runs", "results": tmp_path / "local" / "results", "jobs": 2}  # 2 cores
+    assert reproduce(**local, **common) == 0
     monkeypatch.setenv("RAY_raylet_start_wait_time_s", "120")  # as reproduce does: shared CI machines are slow
     # Ray kills its workers when the whole machine passes 95 % memory; on a shared test machine other jobs' memory
     # did that (measured: both categories killed), which is not what this test is about.
