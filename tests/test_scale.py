@@ -1,0 +1,188 @@
+"""Scale: 2-process DDP through accelerate equals one process; `reproduce --executor ray` equals the local executor;
+the paper presets' dry run builds the real architectures and runs every stage."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
+    """Same global batch, same optimizer steps: the UNet's weights agree within 1e-5, and only rank 0 wrote."""
+    sys.path.insert(0, str(TESTS))
+    import ddp_worker
+
+    single = ddp_worker.run(tmp_path / "one")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
+    # On a machine without CUDA, accelerate's multi-process launcher starts CPU processes that join over gloo.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), str(TESTS / "ddp_worker.py"), str(tmp_path / "two")]  # fmt: skip
+    if torch.cuda.is_available():
+        pytest.skip("the gloo CPU group needs a machine without CUDA (accelerate would use NCCL on the GPUs)")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "two" / "unet.pt", map_location="cpu", weights_only=False)
+    assert ckpt["complete"] and ckpt["epoch"] == ddp_worker.EPOCHS
+    diffs = [(ckpt["model"][k] - v).abs().max().item() for k, v in single.state_dict().items()]
+    assert max(diffs) < 1e-5
+    start = ddp_worker.initial_unet().state_dict()
+    moved = [(v - start[k]).abs().max().item() for k, v in single.state_dict().items()]
+    assert max(moved) > 1e-3  # the steps changed the weights: the comparison is not between two untouched copies
+    assert (tmp_path / "two" / "writes-0.txt").read_text().splitlines() == [str(tmp_path / "two" / "unet.pt")] * 2
+    assert not (tmp_path / "two" / "writes-1.txt").exists()  # rank 1 wrote nothing
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["unet.pt", "writes-0.txt"]
+    one = torch.load(tmp_path / "one" / "unet.pt", map_location="cpu", weights_only=False)
+    assert one["losses"] == pytest.approx(ckpt["losses"], abs=1e-6)  # loss history reduced over both processes
+
+
+
+def test_reproduce_ray_gives_the_local_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tiny synthetic categories: `--executor ray` on a local 2-CPU Ray cluster writes the tables of `local`."""
+    ray = pytest.importorskip("ray")
+    from dynad import synthetic
+    from dynad.reproduce import reproduce
+    from dynad.results import compare_tables
+    from dynad.synthetic import SynthConfig
+
+    root = synthetic.ensure(tmp_path / "synthetic", SynthConfig(image_size=64, n_train=24, n_test_good=4,
+                                                                n_test_per_defect=2), progress=False)  # fmt: skip
+    # The executors run the same notebooks; short training keeps the 2 x 2 notebook sequences affordable, and the
+    # ray run reuses the models the local run trained (as a reproduction on a cluster with a shared models folder).
+    common = {"preset": "tiny", "datasets": ["synthetic"], "categories": ["tiles", "board"],
+              "roots": {"synthetic": str(root)}, "models": tmp_path / "models", "ablations": False,
+              "progress": False, "threads": 1,
+              "overrides": ["autoencoder.epochs=2", "denoiser.epochs=2", "denoiser.checkpoint_every=1"]}  # fmt: skip
+    local = {"runs": tmp_path / "local" / "runs", "results": tmp_path / "local" / "results", "jobs": 2}  # 2 cores
+    assert reproduce(**local, **common) == 0
+    monkeypatch.setenv("RAY_raylet_start_wait_time_s", "120")  # as reproduce does: shared CI machines are slow
+    # Ray kills its workers when the whole machine passes 95 % memory; on a shared test machine other jobs' memory
+    # did that (measured: both categories killed), which is not what this test is about.
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rc = reproduce(runs=tmp_path / "ray" / "runs", results=tmp_path / "ray" / "results", executor="ray", **common)
+        assert rc == 0, capsys.readouterr().out
+        for cat in ("tiles", "board"):  # each category ran as a Ray task, in its own worker process
+            run = tmp_path / "ray" / "runs" / "tiny" / "synthetic" / cat
+            assert (run / "04_evaluate.done.json").is_file() and (run / "eval" / "metrics.json").is_file()
+        # A second call finds every notebook done and hands nothing to Ray.
+        before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "ray" / "runs").rglob("*.ipynb"))
+        assert reproduce(runs=tmp_path / "ray" / "runs", results=tmp_path / "ray" / "results", executor="ray",
+                         **common) == 0  # fmt: skip
+        assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "ray" / "runs").rglob("*.ipynb")) == before
+    finally:
+        ray.shutdown()
+    a, b = tmp_path / "local" / "results" / "tiny", tmp_path / "ray" / "results" / "tiny"
+    main = (a / "tables" / "main_synthetic.csv").read_text()
+    assert "tiles" in main and "board" in main
+    assert compare_tables(a, b) == []
+
+
+def test_paper_preset_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`dynad run --preset mvtec --dry-run`: the 267 M UNet, sd-vae-ft-mse's architecture and ResNet-34 (random
+    weights: neither file is on a CI machine, and the report says so), one step of every stage, inference, maps.
+
+    At 128 px (the smallest size the 5-level UNet takes: latent 16 x 16) to keep the suite short; the 256 px costs
+    are measured by benchmarks/bench_scale.py. visa and btad build exactly the same networks (checked here)."""
+    from dynad.cli import main
+    from dynad.config import load_preset
+
+    for preset in ("visa", "btad"):
+        other = load_preset(preset)
+        for section in ("data", "autoencoder", "denoiser", "features", "adaptation", "dic", "reconstruction"):
+            assert getattr(other, section) == getattr(load_preset("mvtec"), section), (preset, section)
+    absent = ["autoencoder.source=" + str(tmp_path / "no-sd-vae"), "features.weights=" + str(tmp_path / "no.pth")]
+    argv = ["run", "--preset", "mvtec", "--dry-run", "--dry-run-steps", "1", "--dry-run-images", "1", "--out",
+            str(tmp_path), "--set", "data.image_size=128", "--set", "device=cpu"] + [a for s in absent for a in ("--set", s)]  # fmt: skip
+    assert main(argv) == 0
+    import json
+
+    report = json.loads((tmp_path / "dry_run.json").read_text())
+    assert report["parameters"]["denoiser"] == pytest.approx(267.2e6, rel=1e-3)
+    assert report["parameters"]["autoencoder"] == pytest.approx(83.65e6, rel=1e-3)  # sd-vae-ft-mse's size
+    assert "RANDOM" in report["weights"]["autoencoder"] and "random" in report["weights"]["feature_extractor"]
+    assert set(report["stages"]) == {"autoencoder", "denoiser", "adaptation", "inference"}
+    assert report["map_shape"] == [1, 128, 128] and report["maps_finite"]
+    assert all(s["peak_memory_gb"] > 1.0 for s in report["stages"].values())  # 267 M params + AdamW: > 1 GB
+    out = capsys.readouterr().out
+    assert "267.2 M parameters" in out and "RANDOM weights" in out
+
+
+def test_training_resumes_after_a_kill_with_the_same_weights(tmp_path: Path) -> None:
+    """Killed during epoch 2: the rerun continues from the epoch-1 checkpoint and ends on the uninterrupted weights;
+    atomic writes leave no partial file behind."""
+    sys.path.insert(0, str(TESTS))
+    import ddp_worker
+    from dynad.config import load_preset
+    from dynad.denoiser import epsilon_loss
+    from dynad.schedule import NoiseSchedule
+    from dynad.training import train
+
+    cfg = load_preset("tiny").denoiser
+    loss = epsilon_loss(NoiseSchedule(cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end), True)
+
+    def run(folder: Path, kill_at_call: int | None = None) -> tuple[torch.nn.Module, int]:
+        unet, calls = ddp_worker.initial_unet(), []
+
+        def counted(model, batch, rng):
+            calls.append(1)
+            if len(calls) == kill_at_call:
+                raise KeyboardInterrupt  # as if killed in the middle of a step
+            return loss(model, batch, rng)
+
+        train(unet, ddp_worker.data(), counted, epochs=3, batch_size=ddp_worker.BATCH, lr=cfg.lr,
+              ckpt_path=folder / "unet.pt", config={"test": "resume"}, checkpoint_every=1, device="cpu",
+              progress=False)  # fmt: skip
+        return unet, len(calls)
+
+    whole, _ = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", kill_at_call=4)  # 2 steps per epoch: the 2nd step of epoch 2
+    ckpt = torch.load(tmp_path / "killed" / "unet.pt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1 and not ckpt["complete"]
+    resumed, calls = run(tmp_path / "killed")
+    assert calls == 4  # epochs 2 and 3 only
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert [p.name for p in (tmp_path / "killed").iterdir()] == ["unet.pt"]
+
+
+def test_shards_partition_and_draws_do_not_depend_on_the_process_count() -> None:
+    from dynad.distributed import shard
+    from dynad.training import BatchRandom
+
+    for n in (1, 5, 7, 30):
+        for count in range(1, min(n, 8) + 1):
+            parts = [shard(n, i, count) for i in range(count)]
+            assert [r for s in parts for r in range(n)[s]] == list(range(n))  # contiguous, in order, complete
+            assert max(s.stop - s.start for s in parts) - min(s.stop - s.start for s in parts) <= 1
+
+    def draws(rows: slice, total: int) -> list[torch.Tensor]:
+        rng = BatchRandom(torch.Generator().manual_seed(3), rows, total)
+        return [rng.randn(4, 2), rng.randint(0, 1000).float(), torch.tensor(float(rng.batch_randint(1, 11))),
+                rng.randn(3)]  # fmt: skip
+
+    whole = draws(slice(0, 7), 7)
+    halves = [draws(shard(7, i, 2), 7) for i in range(2)]
+    for k in (0, 1, 3):  # per-row draws: the shards' rows are the single process's rows
+        assert torch.equal(torch.cat([halves[0][k], halves[1][k]]), whole[k])
+    assert halves[0][2] == halves[1][2] == whole[2]  # one draw per batch: the same on every process
