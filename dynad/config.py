@@ -258,6 +258,10 @@ class ExperimentConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    def result_hash(self) -> str:
+        """Hash of what changes a run's numbers: everything but which ablations run and predict's threshold."""
+        return self.hash(*(k for k in self.to_dict() if k not in ("ablations", "predict")))
+
     def hash(self, *sections: str) -> str:
         """Short hash of the whole config or of some sections (used to reuse trained models)."""
         d = self.to_dict()

@@ -194,7 +194,7 @@ def run_experiment(
     need_models, need_out = storage_estimate(cat_cfg)
     run_folder.prepare_folder(out, need_out, "output folder")
     run_folder.prepare_folder(models_dir, need_models, "models folder")
-    run_folder.claim(out, {"dataset": dataset, "category": category, "config": cat_cfg.hash()}, overwrite)
+    run_folder.claim(out, {"dataset": dataset, "category": category, "config": cat_cfg.result_hash()}, overwrite)
     t_start = time.perf_counter()
     pipe, train_split, test = fitted or fit_pipeline(cfg, dataset, root, category, models_dir, progress)
     cfg = pipe.cfg

@@ -54,7 +54,12 @@ def _legacy_identity(out: Path) -> dict[str, Any] | None:
     if m is None:
         return None
     config = m.get("provenance", {}).get("config")
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]  # = ExperimentConfig.hash()
+    try:
+        from dynad.config import ExperimentConfig, from_dict
+
+        digest = from_dict(ExperimentConfig, config).result_hash()
+    except Exception:  # an older config layout: it matches no current config
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     return {"dataset": m.get("dataset"), "category": m.get("category"), "config": digest}
 
 
