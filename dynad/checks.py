@@ -18,7 +18,11 @@ from dynad.config import ConfigError, ExperimentConfig
 CHOICES = {
     "autoencoder.posterior": ("mean", "sample"),
     "adaptation.loss": ("per_position", "flattened"),
-    "dic.rounding": ("floor", "nearest"),
+    "dic.rounding": ("floor", "nearest", "half_up"),
+    "dic.binning": ("floor", "digitize"),
+    "adaptation.step_grid": ("paper", "reference"),
+    "data.mask_resize": ("area", "bilinear"),
+    "ablations.variants": ("all", "short"),
     "dic.self_distance": ("exclude", "include"),
     "reconstruction.start": ("noiseless", "noise"),
     "reconstruction.sampler_start": ("t_hat", "t_hat_minus_step"),
@@ -43,6 +47,9 @@ def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
 
     d, ae, den, f, a, dic, rec, am, ev = (cfg.data, cfg.autoencoder, cfg.denoiser, cfg.features, cfg.adaptation,
                                          cfg.dic, cfg.reconstruction, cfg.anomaly_map, cfg.eval)  # fmt: skip
+    need(cfg.fidelity in ("paper", "reference"), "fidelity", cfg.fidelity, "must be one of paper, reference")
+    need(cfg.mixed_precision_dtype in ("bf16", "fp16"), "mixed_precision_dtype", cfg.mixed_precision_dtype,
+         "must be one of bf16, fp16")  # fmt: skip
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
