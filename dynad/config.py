@@ -155,6 +155,9 @@ class ExperimentConfig:
     seed: int = 42
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     mixed_precision: bool = True  # bf16 autocast on CUDA only; CPU always runs float32
+    # torch's CPU threads for the whole run. CPU results depend on the count (reductions are split differently), so it
+    # is a setting of the run like the seed; 0 = torch's default (all cores: the numbers then depend on the machine).
+    threads: int = 1
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from dynad import metrics, plots
 from dynad.anomaly_map import MapNormalization, image_scores
 from dynad.config import ExperimentConfig
 from dynad.data import ImageDataset, make_index
 from dynad.pipeline import DynAD
+from dynad.progress import tqdm
 from dynad.provenance import atomic_write, record, write_json
 
 RESULT_FILES = ("metrics.json", "per_image.csv", "per_defect.csv", "dic.json")
@@ -177,6 +177,7 @@ def run_experiment(
         "n_train": int(len(train_split["rows"])),
         "n_test": int(len(rows)),
         "seconds": seconds,
+        "threads": torch.get_num_threads(),  # the count in use (config `threads`; 0 there: torch's default)
         "choices": choices(cfg),
         "denoiser_parameters": pipe.provenance.get("denoiser_parameters"),
         "provenance": record(cfg.to_dict(), pipe.device, pipe.provenance["weights"]),

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
-from tqdm.auto import tqdm
 
 from dynad import anomaly_map as am
 from dynad.autoencoder import LatentCodec, build_small_vae, load_pretrained_vae, vae_loss
@@ -32,7 +31,8 @@ from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
 from dynad.features import FeatureExtractor, build_extractor, knn_features
-from dynad.provenance import resolve_device, save_torch, seed_everything
+from dynad.progress import tqdm
+from dynad.provenance import resolve_device, save_torch, seed_everything, set_threads
 from dynad.reconstruction import reconstruct
 from dynad.schedule import NoiseSchedule
 from dynad.training import autocast, load_checkpoint, train
@@ -106,13 +106,16 @@ class DynAD:
         """
         models_dir = Path(models_dir)
         device = resolve_device(cfg.device)
+        set_threads(cfg.threads)
         seed_everything(cfg.seed)
         prov: dict[str, Any] = {"seconds": {}, "weights": {}, "losses": {}}
         size = cfg.data.image_size
 
         # 1. Autoencoder (pixel-space ablation: the identity).
         t0 = time.perf_counter()
-        ae_key = {"data": data_id, "image_size": size, "autoencoder": asdict(cfg.autoencoder), "seed": cfg.seed}
+        # The thread count is part of every key: a model trained on 2 threads differs from one trained on 1.
+        ae_key = {"data": data_id, "image_size": size, "autoencoder": asdict(cfg.autoencoder), "seed": cfg.seed,
+                  "threads": cfg.threads}  # fmt: skip
         if cfg.reconstruction.space == "pixel":
             codec = LatentCodec(None)
             prov["weights"]["autoencoder"] = "none (pixel space)"

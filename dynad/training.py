@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from dynad.progress import tqdm
 from dynad.provenance import save_torch
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor]

@@ -419,3 +419,13 @@ def test_magnetic_tile_real_data():
     assert image.shape == (3, 64, 64) and image.min() >= -1 and image.max() <= 1
     assert torch.equal(image[0], image[1])  # greyscale photographs
     assert (np.array(Image.open(row.mask_path).convert("L")) > 127).any() and mask.sum() > 0
+
+
+def test_unknown_category_lists_what_the_folder_holds(tmp_path):
+    for name in ("screw", "bottle", ".cache"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path} holds: bottle, screw)")) as e:
+        make_index("mvtec", tmp_path, "bottel")
+    assert "cable" not in str(e.value)  # not the 15 standard names
+    with pytest.raises(DatasetError, match=re.escape(f"({tmp_path} holds: bottle, screw)")):
+        make_index("folder", tmp_path, "bottel")
