@@ -242,7 +242,8 @@ def reproduce(
     from dynad.config import load_preset
     from dynad.results import eval_fingerprint, inputs_fingerprint, marker_matches
 
-    load_preset(preset, [*overrides, *([f"threads={threads}"] if threads is not None else [])])  # ConfigError now
+    cfg = load_preset(preset, [*overrides, *([f"threads={threads}"] if threads is not None else [])])  # ConfigError now
+    threads = cfg.threads  # the count every run uses, passed to (and recorded by) each notebook
     roots = dict(roots or {})
     runs, results = Path(runs).resolve(), Path(results).resolve()
     datasets = list(datasets) if datasets else default_datasets(preset)
