@@ -31,8 +31,12 @@ demo: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/dynad reproduce --preset demo --threads $(DEMO_THREADS) --jobs $(DEMO_JOBS) --set ablations.variants=all
 
+# The browser test (tests/test_browser.py) drives Debian's chromium; it is installed here when missing (CI runs as root).
+# -rs: the reason of every skipped test is printed.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "!!! chromium could not be installed: tests/test_browser.py will SKIP !!!"
+	$(BIN)/python -m pytest -q -rs
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py

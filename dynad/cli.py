@@ -7,7 +7,19 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_SYNTH_ROOT = Path("data/synthetic")
+from dynad.paths import SYNTHETIC_ROOT, default_synthetic_root
+
+DESCRIPTION = """\
+DynAD: Dynamic Addition of Noise in a Diffusion Model for Anomaly Detection (Tebbe & Tayyub, CVPR 2024 W).
+Trains a latent diffusion model on normal images, picks each test image's noise level by kNN binning (DIC),
+and scores it by its reconstruction. Relative paths are relative to the working folder."""
+
+EPILOG = """\
+examples:
+  dynad run --preset demo --category board --out runs/board     # the synthetic data set, made when missing
+  dynad run --preset mvtec --dataset mvtec --root /data/mvtec_ad --category bottle --out runs/bottle --threads 4
+  dynad reproduce --preset demo --threads 1                     # = make demo: notebooks 01-07, results/demo/
+  dynad synth --out data/synthetic"""
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -33,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from dynad.results import ensure_data
 
-    cfg = load_preset(args.preset, args.set)
+    cfg = load_preset(args.preset, [*args.set, *([f"threads={args.threads}"] if args.threads is not None else [])])
     if args.dry_run:
         return _dry_run(cfg, args)
     if args.category is None or args.out is None:
@@ -45,8 +57,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from dynad import distributed
 
-    with distributed.state().main_process_first():  # under `accelerate launch`, one process writes the data
-        root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)  # the synthetic set is made when missing
+    # The synthetic set is made when missing, at its default place only (a mistyped --root is an error); under
+    # `accelerate launch`, one process writes it.
+    with distributed.state().main_process_first():
+        root = ensure_data(args.dataset, Path(args.root).resolve() if args.root else default_synthetic_root())
     result = run_experiment(cfg, args.dataset, root, args.category, args.out, models_dir=args.models,
                             overwrite=args.overwrite)  # fmt: skip
     if not result:  # another process than the main one of `accelerate launch`: the main one reports
@@ -72,7 +86,7 @@ def _tune(args: argparse.Namespace) -> int:
     for item in args.grid:
         key, _, values = item.partition("=")
         grid[key] = [yaml.safe_load(v) for v in values.split(",")]
-    root = ensure_data(args.dataset, args.root or DEFAULT_SYNTH_ROOT)
+    root = ensure_data(args.dataset, Path(args.root).resolve() if args.root else default_synthetic_root())
     best = tune(cfg, args.dataset, root, args.category, args.out, models_dir=args.models, grid=grid)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in best.items()}))
     print(f"every grid point in {args.out / 'tune.csv'}; the chosen preset in {args.out / 'tuned.yaml'}")
@@ -96,8 +110,9 @@ def _dry_run(cfg, args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from dynad.reproduce import reproduce
 
+    roots = {k: str(Path(v).resolve()) for k, v in (args.root or [])}
     return reproduce(
-        preset=args.preset, datasets=args.datasets, categories=args.categories, roots=dict(args.root or []),
+        preset=args.preset, datasets=args.datasets, categories=args.categories, roots=roots,
         runs=args.runs, results=args.results, jobs=args.jobs, overrides=args.set, ablations=not args.no_ablations,
         threads=args.threads, executor=args.executor, address=args.address,
     )  # fmt: skip
@@ -128,11 +143,12 @@ def _root_pair(text: str) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     from dynad.data import DATASETS
 
-    p = argparse.ArgumentParser(prog="dynad", description=__doc__)
+    p = argparse.ArgumentParser(prog="dynad", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write the built-in synthetic data set (MVTec layout)")
-    s.add_argument("--out", type=Path, default=DEFAULT_SYNTH_ROOT, help="output folder (default: %(default)s)")
+    s.add_argument("--out", type=Path, default=Path(SYNTHETIC_ROOT), help="output folder (default: %(default)s)")
     s.add_argument("--size", type=int, default=128, help="image size in px (default: %(default)s)")
     s.add_argument("--n-train", type=int, default=120)
     s.add_argument("--n-test-good", type=int, default=20)
@@ -142,11 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train, adapt, fit the kNN and evaluate one category")
     r.add_argument("--preset", default="demo", help="demo, mvtec, visa, btad, mtd, tiny, or a YAML file")
-    r.add_argument("--dataset", choices=DATASETS, default="synthetic")
-    r.add_argument("--root", help="data set folder (synthetic: generated into data/synthetic when omitted)")
-    r.add_argument("--category", help="the category (required unless --dry-run)")
+    r.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                   help="the folder layout of --root (default: %(default)s, the built-in data set)")
+    r.add_argument("--root", help="data set folder (synthetic: the project's data/synthetic, generated when omitted)")
+    r.add_argument("--category",
+                   help="a category folder inside --root, e.g. bottle (mvtec), board or tiles (synthetic); required "
+                        "unless --dry-run")
     r.add_argument("--out", type=Path, help="output folder (required unless --dry-run)")
     r.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
+    r.add_argument("--threads", type=int, help="torch CPU threads (= --set threads=N; the preset's by default, 1; "
+                   "CPU numbers depend on it, 0: all cores)")  # fmt: skip
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     r.add_argument("--overwrite", action="store_true", help="replace the results of another run in OUT")
     r.add_argument("--dry-run", action="store_true",
@@ -180,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: processes on this machine; ray: one Ray task per category (pip install -e '.[cluster]')")
     q.add_argument("--address", help="Ray cluster address (default: start a local one; 'auto': the one running here)")
-    q.add_argument("--threads", type=int, help="torch threads per notebook (fix it for bit-identical reruns)")
+    q.add_argument("--threads", type=int, help="torch CPU threads of every run (= --set threads=N; the preset's by "
+                   "default, 1; CPU numbers depend on it)")  # fmt: skip
     q.add_argument("--no-ablations", action="store_true", help="skip the ablation notebook")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     q.set_defaults(func=_reproduce)

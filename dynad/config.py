@@ -225,6 +225,9 @@ class ExperimentConfig:
     mixed_precision_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 adds accelerate's gradient scaler)
     # Micro-batches per optimizer step; the global batch stays each stage's batch_size (dynad/training.py).
     gradient_accumulation_steps: int = 1
+    # torch's CPU threads for the whole run. CPU results depend on the count (reductions are split differently), so it
+    # is a setting of the run like the seed; 0 = torch's default (all cores: the numbers then depend on the machine).
+    threads: int = 1
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)

@@ -90,7 +90,10 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
         raise DatasetError(f"unknown dataset {dataset!r} (root {root}); choose one of: {', '.join(DATASETS)}")
     known = KNOWN_CATEGORIES.get(dataset)
     if known is not None and category not in known:
-        raise DatasetError(f"unknown {dataset} category {category!r} (root {root}); known: {', '.join(known)}")
+        # What the folder holds is what the user can pick; the standard names only when there is no folder.
+        present = _category_folders(root)
+        where = f"{root} holds: {', '.join(present)}" if present else f"root {root}; known: {', '.join(known)}"
+        raise DatasetError(f"unknown {dataset} category {category!r} ({where})")
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist or is not a folder")
@@ -102,12 +105,19 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
             raise DatasetError(f"category {category!r} is not a folder name inside {root}")
         cat_dir = root / category
         if not cat_dir.is_dir():
-            raise DatasetError(f"category folder {cat_dir} does not exist")
+            present = ", ".join(_category_folders(root)) or "no folders"
+            raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present})")
         rows = _read_visa(root, category) if dataset == "visa" else _read_tree(cat_dir, category, _TREES[dataset])
 
     # object dtype throughout: pandas >= 3 would store the string columns as "str" and turn None into NaN.
     index = pd.DataFrame(rows, columns=list(COLUMNS), dtype=object).astype({"label": "int64"})
     return index.sort_values(["split", "defect_type", "image_path"], kind="stable").reset_index(drop=True)
+
+
+def _category_folders(root: str | Path) -> list[str]:
+    """The visible subfolders of `root`, sorted ([] when root is not a folder)."""
+    root = Path(root).expanduser()
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
 
 
 def _row(split: str, category: str, defect_type: str, image: Path, mask: Path | None) -> dict:

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from dynad import distributed, metrics, plots, run_folder, validation
 from dynad.anomaly_map import image_scores
@@ -40,6 +39,7 @@ from dynad.features import build_extractor
 from dynad.fingerprint import data_fingerprint
 from dynad.baselines.patch_knn import PatchKNN
 from dynad.pipeline import DynAD
+from dynad.progress import tqdm
 from dynad.provenance import atomic_write, record, resolve_device, write_json
 
 RESULT_FILES = ("metrics.json", "per_image.csv", "per_defect.csv", "dic.json")
@@ -292,6 +292,7 @@ def run_experiment(
         "defective_without_mask_in_data": test["defective_without_mask_in_data"],
         "seconds": seconds,
         "fidelity": cfg.fidelity,
+        "threads": torch.get_num_threads(),  # the count in use (config `threads`; 0 there: torch's default)
         "choices": choices(cfg, pipe.device),
         "denoiser_parameters": pipe.provenance.get("denoiser_parameters"),
         "data": pipe.provenance["data"],  # the data fingerprints: which files made the number

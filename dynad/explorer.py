@@ -20,6 +20,61 @@ import numpy as np
 import pandas as pd
 
 
+def ensure_run(run_dir: str | Path, fallback: str | Path = "runs/tiny/synthetic/board",
+               root: str | Path | None = None) -> Path:
+    """`run_dir` when it holds a fitted run (eval/pipeline.pt); otherwise the tiny preset fitted on synthetic/board
+    into `fallback` (reused when there), saying so in one line. Relative paths are relative to the project root.
+
+    The explorer then opens with its defaults before notebook 00 or `dynad run` has made the run it is meant for.
+    """
+    from dynad.config import load_preset
+    from dynad.experiment import is_complete, run_experiment
+    from dynad.paths import default_synthetic_root, project_path
+    from dynad.results import ensure_data
+
+    run_dir, fallback = project_path(run_dir), project_path(fallback)
+    if (run_dir / "eval" / "pipeline.pt").is_file():
+        return run_dir
+    print(f"No fitted run in {run_dir}: notebook 00 or `dynad run --out {run_dir / 'eval'}` makes one. "
+          f"Showing the tiny preset on synthetic/board instead, fitted into {fallback} (about a minute).")
+    if not (is_complete(fallback / "eval") and (fallback / "eval" / "pipeline.pt").is_file()):
+        data = ensure_data("synthetic", root if root is not None else default_synthetic_root())
+        run_experiment(load_preset("tiny"), "synthetic", data, "board", fallback / "eval")
+    return fallback
+
+
+def sweep_summary(sweep: pd.DataFrame, name: str) -> str:
+    """What the fixed-step sweep says, in one Markdown paragraph written from its numbers."""
+    fixed = sweep[sweep.t_hat != "DIC"]
+    dic = float(sweep.loc[sweep.t_hat == "DIC", "image_auroc"].iloc[0])
+    best = fixed.loc[fixed.image_auroc.idxmax()]
+    worst = fixed.loc[fixed.image_auroc.idxmin()]
+    values = " / ".join(f"{100 * v:.1f}" for v in fixed.image_auroc)
+    steps = " / ".join(str(t) for t in fixed.t_hat)
+    if dic > best.image_auroc:
+        verdict = f"DIC's per-image steps beat every fixed step, by {100 * (dic - best.image_auroc):.1f} points"
+    elif dic == best.image_auroc:
+        verdict = f"DIC's per-image steps tie with the best fixed step (T_hat {best.t_hat})"
+    else:
+        verdict = (f"the best fixed step, T_hat {best.t_hat}, beats DIC's per-image steps by "
+                   f"{100 * (best.image_auroc - dic):.1f} points")  # fmt: skip
+    return (f"On {name}, one fixed T_hat for every test image gives image AUROC {values} at T_hat {steps}; DIC gives "
+            f"{100 * dic:.1f}. So {verdict}; the worst fixed step (T_hat {worst.t_hat}) gives "
+            f"{100 * worst.image_auroc:.1f}.")
+
+
+def grid_summary(scores: pd.DataFrame) -> str:
+    """One Markdown line per image of the static grid: where its map score (max of A) is highest and lowest."""
+    lines = []
+    for _, r in scores.iterrows():
+        per_t = r["scores"]
+        hi, lo = max(per_t, key=per_t.get), min(per_t, key=per_t.get)
+        kind = "normal image: a high score is a false alarm" if r.label == 0 else "defect: a high score finds it"
+        lines.append(f"- **{r.defect_type}** ({kind}): highest score {per_t[hi]:.2f} at T_hat {hi}, lowest "
+                     f"{per_t[lo]:.2f} at T_hat {lo}; DIC chose T_hat {r.dic_t_hat}.")  # fmt: skip
+    return "\n".join(lines)
+
+
 def sibling_runs(run_dir: str | Path) -> dict[str, Path]:
     """{category: run folder} of the runs next to run_dir (same preset and data set) that have eval/pipeline.pt."""
     run_dir = Path(run_dir).resolve()
@@ -207,6 +262,43 @@ class StepSizeExplorer:
         vals = [max(step, v - v % step) for v in vals if v <= self.t_hat_slider.max]
         return sorted(set(vals))
 
+    def fixed_step_sweep(self, t_values: Sequence[int] | None = None) -> pd.DataFrame:
+        """Image and pixel AUROC of the whole test set with one fixed T_hat for every image, at each of `t_values`,
+        and the evaluation's own DIC row last: columns t_hat ("DIC" for the dynamic step), image_auroc, pixel_auroc.
+
+        Each fixed step's maps are normalised as the evaluation's were (its test set, or the training statistics).
+        """
+        import torch
+
+        from dynad import metrics
+        from dynad.anomaly_map import image_scores
+
+        t_values = list(t_values) if t_values else self.default_t_values()
+        labels = self.per_image.label.to_numpy()
+        norm = self.pipe.train_normalization if self.pipe.cfg.anomaly_map.normalization == "train" else None
+        rows = []
+        for t in t_values:
+            gen = torch.Generator().manual_seed(self.pipe.cfg.seed)
+            parts = [self.pipe.infer(self.images[k : k + self.pipe.cfg.data.batch_size], t_hat=int(t), generator=gen)
+                     for k in range(0, len(self.images), self.pipe.cfg.data.batch_size)]  # fmt: skip
+            lat = torch.cat([p["latent_map"] for p in parts])  # (N, S, S)
+            feat = torch.cat([p["feature_map"] for p in parts])
+            maps = self.pipe.anomaly_maps(lat, feat, norm)
+            rows.append({"t_hat": int(t), "image_auroc": metrics.image_auroc(labels, image_scores(maps).numpy()),
+                         "pixel_auroc": metrics.pixel_auroc(self.gt_mask, maps.numpy())})  # fmt: skip
+        m = json.loads((self.run_dir / "eval" / "metrics.json").read_text())
+        rows.append({"t_hat": "DIC", "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"]})
+        return pd.DataFrame(rows)
+
+    def grid_scores(self, t_values: Sequence[int] | None = None, images: Sequence[int] | None = None) -> pd.DataFrame:
+        """The static grid's numbers: per image its defect type, label, DIC step and {T_hat: map score}."""
+        t_values = list(t_values) if t_values else self.default_t_values()
+        images = list(images) if images is not None else self.example_images()
+        return pd.DataFrame([{
+            "index": i, "defect_type": self.per_image.defect_type.iloc[i], "label": int(self.per_image.label.iloc[i]),
+            "dic_t_hat": self.dic_t_hat(i), "scores": {int(t): self.compute(i, int(t))["score"] for t in t_values},
+        } for i in images])  # fmt: skip
+
     def render_static(
         self, t_values: Sequence[int] | None, path: str | Path, images: Sequence[int] | None = None
     ) -> Path:
@@ -238,7 +330,9 @@ class StepSizeExplorer:
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.subplots_adjust(top=1 - 0.4 / fig.get_figheight())
-        fig.suptitle(f"{self.run_dir.parent.name}/{self.run_dir.name}: reconstruction and anomaly map vs T_hat "
-                     "(* = DIC's choice; maps on the evaluation's test-set scale)", fontsize=8)  # fmt: skip
+        # The title sits above the first row's column titles: 0.6 inch of the figure kept free for both.
+        fig.subplots_adjust(top=1 - 0.6 / fig.get_figheight(), hspace=0.35)
+        fig.suptitle(f"{self.run_dir.parent.name}/{self.run_dir.name}: reconstruction and anomaly map vs T_hat\n"
+                     "(* = DIC's choice; maps on the evaluation's test-set scale)", fontsize=8,
+                     y=1 - 0.05 / fig.get_figheight(), va="top")  # fmt: skip
         return plots.save(fig, path, pdf=True)

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dynad import anomaly_map as am
 from dynad import distributed
@@ -37,7 +36,8 @@ from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
 from dynad.features import FeatureExtractor, build_extractor, knn_features
-from dynad.provenance import resolve_device, save_torch, seed_everything
+from dynad.progress import tqdm
+from dynad.provenance import resolve_device, save_torch, seed_everything, set_threads
 from dynad.reconstruction import reconstruct
 from dynad.schedule import NoiseSchedule
 from dynad.training import load_checkpoint, train
@@ -132,6 +132,7 @@ class DynAD:
         run = {"device": cfg.device, "mixed_precision": distributed.precision(cfg),
                "accumulation_steps": cfg.gradient_accumulation_steps}  # fmt: skip
         device = distributed.accelerator(cfg.device, run["mixed_precision"]).device
+        set_threads(cfg.threads)
         seed_everything(cfg.seed)
         prov: dict[str, Any] = {"seconds": {}, "weights": {}, "losses": {}}
         size = cfg.data.image_size
@@ -140,7 +141,8 @@ class DynAD:
         t0 = time.perf_counter()
         # The posterior (mean or sample) is read after the VAE is trained: it keys the denoiser, not the VAE.
         ae_cfg = {k: v for k, v in asdict(cfg.autoencoder).items() if k != "posterior"}
-        ae_key = {"data": data_id, "image_size": size, "autoencoder": ae_cfg, "seed": cfg.seed}
+        ae_key = {"data": data_id, "image_size": size, "autoencoder": ae_cfg, "seed": cfg.seed,
+                  "threads": cfg.threads}  # a model trained on 2 threads differs from one trained on 1
         if cfg.gradient_accumulation_steps > 1:  # absent at 1, so models trained before the option keep their names
             ae_key["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps
         if cfg.reconstruction.space == "pixel":

@@ -54,8 +54,9 @@ def knn_histogram(dic: dict[str, Any], path: str | Path, title: str = "", ax: pl
     for e in edges:
         ax.axvline(e, color="k", lw=0.5, ls=":")
     table = dic["table"]
-    for b in range(len(edges) - 1):
-        ax.text((edges[b] + edges[b + 1]) / 2, ax.get_ylim()[1] * 0.95, str(table[b]), ha="center", va="top", fontsize=6)
+    for b in range(len(edges) - 1):  # upright labels overlap when the bins are narrow: written vertically
+        ax.text((edges[b] + edges[b + 1]) / 2, ax.get_ylim()[1] * 0.97, str(table[b]), ha="center", va="top",
+                fontsize=6, rotation=90)  # fmt: skip
     ax.set_xlabel("mean L1 distance to the K nearest training features (y_bar); numbers: T_hat of each bin")
     ax.set_ylabel("density")
     ax.set_title(title)
@@ -103,11 +104,16 @@ def qualitative_panels(
     path: str | Path,
     pdf: bool = False,
 ):
-    """Figure 4 / Figure 2: input, ground truth, reconstruction, latent map, feature map, combined map, mask."""
+    """Figure 4 / Figure 2: input, ground truth, reconstruction, latent map, feature map, combined map, mask.
+
+    Each map column has one colour scale for all its rows, with a colour bar: scaled per image, a normal image's
+    faint latent map would look as hot as a defect's.
+    """
     cols = ["input", "ground truth", "reconstruction", "latent map", "feature map", "anomaly map", "thresholded"]
     n = images.shape[0]
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.8 * n), squeeze=False)
-    vmax = float(amap.max())
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.8 * n + 0.3), squeeze=False)
+    scales = {3: float(latent.max()), 4: float(feature.max()), 5: float(amap.max())}  # column -> vmax (vmin 0)
+    shown = {}
     for i in range(n):
         panels = [
             (to_rgb(images[i]), None), (masks[i].float().numpy(), "gray"), (to_rgb(recs[i]), None),
@@ -116,13 +122,16 @@ def qualitative_panels(
         ]  # fmt: skip
         for j, (img, cmap) in enumerate(panels):
             ax = axes[i][j]
-            kw = {"vmin": 0, "vmax": vmax} if j == 5 else {}
-            ax.imshow(img, cmap=cmap, **kw)
+            kw = {"vmin": 0, "vmax": scales[j]} if j in scales else {}
+            shown[j] = ax.imshow(img, cmap=cmap, **kw)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(cols[j], fontsize=8)
         axes[i][0].set_ylabel(titles[i], fontsize=7)
+    for j in scales:  # under the column, in an inset: the panels keep their size and stay aligned
+        bar = fig.colorbar(shown[j], cax=axes[-1][j].inset_axes([0.0, -0.16, 1.0, 0.06]), orientation="horizontal")
+        bar.ax.tick_params(labelsize=6)
     return save(fig, path, pdf)
 
 

@@ -122,6 +122,13 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def set_threads(threads: int) -> int:
+    """Fix torch's CPU threads (0: leave torch's default); returns the count in use."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -41,7 +41,6 @@ CATEGORY_NOTEBOOKS = (
 )
 SUMMARY_NOTEBOOK = "06_paper_tables_and_figures"
 EXPLORER_NOTEBOOK = "07_step_size_explorer"
-DEFAULT_SYNTH_ROOT = Path("data/synthetic")
 KERNEL = "python3"
 
 
@@ -85,11 +84,12 @@ class Task:
     notebooks: list[str]
     models_dir: str = ""
     error: str | None = None  # known before running anything (no data folder)
-    threads: int | None = None  # OMP threads of the kernels (None: torch's default)
+    threads: int | None = None  # torch threads of the runs (the config's `threads`; None: the preset's)
 
     def parameters(self) -> dict[str, Any]:
         p = {"preset": self.preset, "dataset": self.dataset, "root": self.root or "", "category": self.category,
-             "run_dir": self.run_dir, "quick": False, "overrides": list(self.overrides)}  # fmt: skip
+             "run_dir": self.run_dir, "quick": False, "overrides": list(self.overrides),
+             "threads": self.threads}  # fmt: skip
         if self.models_dir:
             p["models_dir"] = self.models_dir
         return p
@@ -265,26 +265,28 @@ def _run_category_queued(task: Task, queue) -> Outcome:
 
 
 def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, models, threads) -> list[Task]:
+    from dynad.data import DatasetError
+    from dynad.paths import default_synthetic_root
+    from dynad.results import ensure_data
+
     tasks = []
     for dataset in datasets:
         cats = list(categories) if categories else default_categories(dataset)
         error, root = None, roots.get(dataset)
-        if dataset == "synthetic":
-            # A missing folder is generated with the default SynthConfig; an existing one is used as it is.
-            root = Path(root if root is not None else DEFAULT_SYNTH_ROOT).resolve()
-            if not root.exists():
-                from dynad import synthetic
-
-                synthetic.ensure(root)
-        elif root is None:
+        if root is None and dataset != "synthetic":
             error = (f"no data folder for data set {dataset!r}: pass roots={{'{dataset}': PATH}} "
                      f"(CLI: --root {dataset}=PATH)")
-        elif not Path(root).is_dir():
-            error = f"data folder {root} of data set {dataset!r} does not exist"
-        if not cats:
-            msg = f"no categories known for data set {dataset!r}: pass categories=[...]"
-            tasks.append(Task(preset, dataset, "(none)", None, str(runs / preset / dataset), list(overrides), [],
-                              error=msg))  # fmt: skip
+        else:
+            # The synthetic set is generated when missing, at its default place only (a mistyped root is an error).
+            try:
+                root = ensure_data(dataset, Path(root).resolve() if root is not None else default_synthetic_root())
+            except DatasetError as e:
+                error = str(e)
+        if error or not cats:
+            # One line per data set, not one per category: nothing of it can run.
+            error = error or f"no categories known for data set {dataset!r}: pass categories=[...]"
+            tasks.append(Task(preset, dataset, "(all)" if cats else "(none)", None, str(runs / preset / dataset),
+                              list(overrides), [], error=error))  # fmt: skip
             continue
         for cat in cats:
             run_dir = (runs / preset / dataset / cat).resolve()
@@ -315,16 +317,20 @@ def reproduce(
     `models`: one folder of trained models shared by every run (and between reproductions: model files are named by
     a hash of their data and settings, so sharing is safe); by default each run keeps its own in <run_dir>/models.
     `categories` apply to every data set in `datasets`.
-    `threads`: torch threads per notebook kernel. Torch's CPU results depend on the thread count (reductions split
-    differently), so a fixed count makes a reproduction bit-identical on the same CPU; by default the cores are
-    shared among the jobs (with one job, torch's default).
+    `threads`: torch threads of every run (the config's `threads`, passed to each notebook; None: the preset's). Torch's
+    CPU results depend on the thread count (reductions split differently), so a reproduction is bit-identical on the
+    same CPU at the same count, and equals `dynad run` and notebook 00 at that count.
+    A wrong override or data folder is reported before any notebook starts.
     `executor`: "local" (`jobs` processes here) or "ray" (one Ray task per category on the cluster at `address`;
     `jobs` is then Ray's business, and `threads` also sets the CPUs each task asks for).
     """
     from tqdm.auto import tqdm
 
+    from dynad.config import load_preset
     from dynad.results import eval_fingerprint, inputs_fingerprint, marker_matches
 
+    cfg = load_preset(preset, [*overrides, *([f"threads={threads}"] if threads is not None else [])])  # ConfigError now
+    threads = cfg.threads  # the count every run uses, passed to (and recorded by) each notebook
     roots = dict(roots or {})
     runs, results = Path(runs).resolve(), Path(results).resolve()
     datasets = list(datasets) if datasets else default_datasets(preset)
@@ -332,8 +338,6 @@ def reproduce(
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     jobs = max(1, int(jobs))
-    if threads is None and jobs > 1:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
     tasks = _tasks(preset, datasets, categories, roots, runs, list(overrides), notebooks, models, threads)
     total = sum(max(len(t.notebooks), 1) for t in tasks) + 2
     bar = tqdm(total=total, desc="notebooks", unit="nb", disable=not progress, file=sys.stdout)

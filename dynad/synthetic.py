@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
-from tqdm import tqdm
+
+from dynad.progress import tqdm
 
 CATEGORIES = ("tiles", "board")
 DEFECT_TYPES = ("spot", "scratch", "patch", "missing")

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from dynad import distributed
+from dynad.progress import tqdm
 from dynad.provenance import save_torch
 
 

@@ -515,3 +515,13 @@ def test_magnetic_tile_masks_survive_resizing():
     area = sum(load_mask(p, 64).sum() == 0 for p in masks)
     # 4 masks are empty in the data; bilinear > 0.5 at 64 px empties 21; "area" keeps every stored defect.
     assert (in_data, bilinear, area) == (4, 21, 4)
+
+
+def test_unknown_category_lists_what_the_folder_holds(tmp_path):
+    for name in ("screw", "bottle", ".cache"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path} holds: bottle, screw)")) as e:
+        make_index("mvtec", tmp_path, "bottel")
+    assert "cable" not in str(e.value)  # not the 15 standard names
+    with pytest.raises(DatasetError, match=re.escape(f"({tmp_path} holds: bottle, screw)")):
+        make_index("folder", tmp_path, "bottel")

@@ -7,13 +7,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from dynad.config import load_preset
 from dynad.experiment import run_experiment
-from dynad.explorer import StepSizeExplorer, sibling_runs
+from dynad.explorer import StepSizeExplorer, ensure_run, sibling_runs, sweep_summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -100,3 +101,41 @@ def test_category_dropdown_lists_sibling_runs(run_dir: Path) -> None:
     ex.category_select.value = "board_copy"
     assert ex.run_dir == sibling.resolve() and ex.state["run_dir"] == str(sibling.resolve())
     assert ex.state["t_hat"] == ex.per_image.t_hat.iloc[0]
+
+
+def test_fixed_step_sweep_uses_one_step_for_every_image(explorer: StepSizeExplorer) -> None:
+    sweep = explorer.fixed_step_sweep([10, 100])
+    assert sweep.t_hat.tolist() == [10, 100, "DIC"]
+    assert sweep.image_auroc.iloc[-1] == json_metrics(explorer)["image_auroc"]
+    # A fixed step changes the maps: the two fixed rows are not both equal to DIC's row.
+    assert not (sweep.pixel_auroc.iloc[0] == sweep.pixel_auroc.iloc[1] == sweep.pixel_auroc.iloc[2])
+
+
+def json_metrics(explorer: StepSizeExplorer) -> dict:
+    import json
+
+    return json.loads((explorer.run_dir / "eval" / "metrics.json").read_text())
+
+
+def test_sweep_summary_says_what_the_numbers_say() -> None:
+    worse = pd.DataFrame({"t_hat": [10, 50, "DIC"], "image_auroc": [0.939, 0.943, 0.946], "pixel_auroc": [0.9] * 3})
+    text = sweep_summary(worse, "synthetic/board")
+    assert "93.9 / 94.3 at T_hat 10 / 50; DIC gives 94.6" in text
+    assert "DIC's per-image steps beat every fixed step, by 0.3 points" in text
+    assert "worst fixed step (T_hat 10) gives 93.9" in text
+    better = worse.assign(image_auroc=[0.95, 0.90, 0.93])
+    assert "the best fixed step, T_hat 10, beats DIC's per-image steps by 2.0 points" in sweep_summary(better, "x")
+
+
+def test_without_a_fitted_run_the_explorer_fits_the_tiny_preset_and_says_so(
+    run_dir: Path, shared_data, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert ensure_run(run_dir) == run_dir.resolve()  # a fitted run is used as it is, silently
+    assert capsys.readouterr().out == ""
+    root, _ = shared_data
+    fallback = tmp_path / "tiny" / "synthetic" / "board"
+    assert ensure_run(tmp_path / "nothing", fallback=fallback, root=root) == fallback
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "No fitted run in" in out[0] and "notebook 00" in out[0] and str(fallback) in out[0]
+    assert (fallback / "eval" / "pipeline.pt").is_file()
+    StepSizeExplorer(fallback)  # opens

@@ -1,9 +1,14 @@
 """The notebooks: committed clean (no outputs, one `parameters` cell), and each one run with papermill on the tiny
-preset in sequence (00 -> 07, as `dynad reproduce` does), checking the files each writes for the next one."""
+preset in sequence (00 -> 07, as `dynad reproduce` does), checking the files each writes for the next one. They run
+with the kernel in notebooks/, as JupyterLab and `jupyter nbconvert --execute` start it, and must write nothing there.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -35,6 +40,11 @@ def assert_png(path: Path) -> None:
     with Image.open(path) as im:
         im.verify()
         assert im.size[0] > 50 and im.size[1] > 50
+
+
+def tree(folder: Path) -> dict[str, int]:
+    """{relative path: mtime_ns} of every file under `folder`."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
 def assert_fractions(values) -> None:
@@ -78,19 +88,28 @@ def executed(tmp_path_factory: pytest.TempPathFactory, shared_data, one_thread) 
     runs, results = base / "runs", base / "results"
     run_dir = runs / "tiny" / "synthetic" / "board"
     params = {"preset": "tiny", "dataset": "synthetic", "root": str(root), "category": "board",
-              "run_dir": str(run_dir), "quick": False, "overrides": [], "models_dir": str(models)}  # fmt: skip
+              "run_dir": str(run_dir), "quick": False, "overrides": [], "models_dir": str(models),
+              "threads": 1}  # fmt: skip
     per_notebook = {stem: params for stem in STEMS[:6]}
     per_notebook[STEMS[6]] = {"runs_dir": str(runs), "results_dir": str(results), "preset": "tiny"}
     per_notebook[STEMS[7]] = {"run_dir": str(run_dir), "interactive": False}
     (base / "executed").mkdir()
+    before = tree(NOTEBOOKS)
     for stem, p in per_notebook.items():
         papermill.execute_notebook(
             str(NOTEBOOKS / f"{stem}.ipynb"), str(base / "executed" / f"{stem}.ipynb"), parameters=p,
-            kernel_name="python3", progress_bar=False, cwd=str(base),
+            kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS),  # papermill --cwd notebooks
         )  # fmt: skip
     # tests/test_reproduce.py compares its reproduction's tables with these (same notebooks, another runs folder).
     (root.parent / "notebook_results.txt").write_text(str(results / "tiny"))
-    return {"run_dir": run_dir, "results": results / "tiny", "executed": base / "executed", "params": params}
+    return {"run_dir": run_dir, "results": results / "tiny", "executed": base / "executed", "params": params,
+            "notebooks_before": before, "notebooks_after": tree(NOTEBOOKS)}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_kernel_in_notebooks_folder_writes_nothing_there(executed: dict) -> None:
+    assert executed["notebooks_after"] == executed["notebooks_before"]
 
 
 
@@ -218,3 +237,89 @@ def test_06_tables_and_figures(executed: dict) -> None:
 @pytest.mark.notebooks
 def test_07_static_explorer_grid(executed: dict) -> None:
     assert_png(executed["run_dir"] / "explorer" / "step_size_grid.png")
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_07_sweep_and_its_prose_come_from_the_computed_numbers(executed: dict) -> None:
+    run_dir = executed["run_dir"]
+    sweep = pd.read_csv(run_dir / "explorer" / "fixed_step_sweep.csv")
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert sweep.t_hat.tolist()[-1] == "DIC" and len(sweep) >= 3
+    assert sweep.image_auroc.iloc[-1] == metrics["image_auroc"]
+    assert_fractions(sweep[["image_auroc", "pixel_auroc"]])
+    nb = nbformat.read(executed["executed"] / "07_step_size_explorer.ipynb", as_version=4)
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+    fixed = sweep[sweep.t_hat != "DIC"]
+    assert " / ".join(f"{100 * v:.1f}" for v in fixed.image_auroc) in shown  # the sweep's own numbers
+    assert f"DIC gives {100 * metrics['image_auroc']:.1f}" in shown
+    assert "DIC chose T_hat" in shown  # the grid's per-image lines
+
+
+def _with_parameters(stem: str, values: dict) -> nbformat.NotebookNode:
+    """The committed notebook with its parameters cell set to `values` (as a user edits it in JupyterLab)."""
+    nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = cell.source + "\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
+    return nb
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_nbconvert_execute_with_the_kernel_in_notebooks(executed: dict, shared_data, tmp_path: Path) -> None:
+    """`jupyter nbconvert --execute` starts the kernel in the notebook's folder: 00 and 07 run there, nothing lands
+    in notebooks/. 07 keeps its default (interactive) mode."""
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    root, models = shared_data
+    before = tree(NOTEBOOKS)
+    run_dir = tmp_path / "run"
+    values = {"preset": "tiny", "root": str(root), "run_dir": str(run_dir), "models_dir": str(models), "quick": True}
+    for stem, p in (("00_quickstart", values), ("07_step_size_explorer", {"run_dir": str(run_dir)})):
+        nb = _with_parameters(stem, p)
+        ExecutePreprocessor(timeout=600, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(NOTEBOOKS)}})
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors, errors
+    assert (run_dir / "eval" / "metrics.json").is_file() and (run_dir / "07_step_size_explorer.done.json").is_file()
+    widgets = [o for c in nb.cells for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json"
+               in o.get("data", {})]  # fmt: skip
+    assert widgets, "07's default mode shows the explorer widget"
+    assert tree(NOTEBOOKS) == before
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_notebook_00_and_dynad_run_agree_and_progress_is_visible(shared_data, tmp_path: Path) -> None:
+    """One thread count per run: notebook 00 (papermill CLI, kernel in notebooks/) and `dynad run`, each training from
+    scratch with threads=1 in a process whose OMP default is 2 threads, give the same numbers. Under papermill the
+    training's progress reaches the terminal (stderr) without --log-output, and the saved notebook keeps each bar's
+    final state as text (not an ipywidget frozen at 0 %)."""
+    root, _ = shared_data
+    # Without pytest's marker variable, which makes ipykernel skip its capture of the kernel's stderr.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    env.update(OMP_NUM_THREADS="2", PYTHONPATH=str(REPO))
+    nb_out = tmp_path / "00.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "00_quickstart.ipynb"), str(nb_out), "--cwd",
+           str(NOTEBOOKS), "-p", "preset", "tiny", "-p", "root", str(root), "-p", "run_dir", str(tmp_path / "nb"),
+           "-p", "threads", "1"]  # fmt: skip
+    pm = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert pm.returncode == 0, pm.stderr[-3000:]
+    cli = subprocess.run(
+        [sys.executable, "-m", "dynad.cli", "run", "--preset", "tiny", "--root", str(root), "--category", "board",
+         "--out", str(tmp_path / "cli"), "--threads", "1"], env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    a = json.loads((tmp_path / "nb" / "eval" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert a["threads"] == b["threads"] == 1 and a["provenance"]["config"]["threads"] == 1
+    for k in ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc"):
+        assert a[k] == b[k], k
+    with np.load(tmp_path / "nb" / "eval" / "maps.npz") as za, np.load(tmp_path / "cli" / "maps.npz") as zb:
+        assert all(np.array_equal(za[k], zb[k]) for k in ("anomaly_map", "latent_map", "feature_map"))
+    # Progress: in papermill's terminal, and in the saved notebook as text in its final state.
+    assert "denoiser: 100%" in pm.stderr and "autoencoder: 100%" in pm.stderr
+    nb = nbformat.read(nb_out, as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "denoiser: 100%" in text and "inference: 100%" in text
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)

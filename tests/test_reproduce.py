@@ -138,5 +138,26 @@ def test_a_data_set_without_folder_fails_with_a_clear_message(env: dict, capsys:
                    results=env["base"] / "x" / "results", progress=False)  # fmt: skip
     assert rc == 1
     out = capsys.readouterr().out
-    assert "btad/01" in out and "no data folder for data set 'btad'" in out
+    assert "btad/(all)" in out and "no data folder for data set 'btad'" in out
     assert not (env["base"] / "x" / "results").exists()  # nothing ran, nothing to summarise
+
+
+def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict, capsys, tmp_path: Path) -> None:
+    from dynad.config import ConfigError
+
+    runs = tmp_path / "runs"
+    # MVTec AD's 15 categories, one missing folder: one line, not 15.
+    rc = reproduce(preset="tiny", datasets=["mvtec"], roots={"mvtec": str(tmp_path / "typo")}, runs=runs,
+                   results=tmp_path / "results", progress=False)  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 1 and out.count("does not exist") == 1 and "mvtec/(all)" in out
+    assert not runs.exists()  # no notebook started
+    with pytest.raises(ConfigError, match="dic.kk"):
+        _reproduce(env, "bad-set", overrides=["dic.kk=3"])
+    with pytest.raises(ConfigError, match="threads"):
+        _reproduce(env, "bad-threads", threads="two")
+    assert not (env["base"] / "bad-set").exists()
+    # A mistyped synthetic root is an error, not a new data set generated there.
+    rc = reproduce(preset="tiny", datasets=["synthetic"], roots={"synthetic": str(tmp_path / "synthetc")}, runs=runs,
+                   results=tmp_path / "results", progress=False)  # fmt: skip
+    assert rc == 1 and "synthetc" in capsys.readouterr().out and not (tmp_path / "synthetc").exists()

@@ -17,23 +17,32 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dynad import run_folder, synthetic
+from dynad.data import DatasetError
 from dynad.experiment import is_complete
+from dynad.paths import default_synthetic_root, project_path
 from dynad.provenance import write_json
 
 
 def ensure_data(dataset: str, root: str | Path) -> Path:
-    """The data folder, absolute. A missing synthetic folder is generated (default SynthConfig); others must exist."""
-    root = Path(root).expanduser().resolve()
+    """The data folder, absolute (a relative `root` is relative to the project root, see dynad/paths.py).
+
+    The synthetic set is generated (default SynthConfig) only at its default place, data/synthetic: a mistyped root
+    is an error, not a new data set. Other data sets must exist.
+    """
+    root = project_path(root)
     if dataset == "synthetic" and not root.exists():
+        if root != default_synthetic_root():
+            raise DatasetError(f"synthetic data folder {root} does not exist (it is generated only at "
+                               f"{default_synthetic_root()}; write one elsewhere with `dynad synth --out {root}`)")
         synthetic.ensure(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} (dataset {dataset!r}) does not exist")
+        raise DatasetError(f"data folder {root} (dataset {dataset!r}) does not exist")
     return root
 
 
 def models_dir_for(run_dir: str | Path, models_dir: str | Path | None = "") -> Path:
     """Where trained models live: `models_dir` when given, else `run_dir/models` (shared by notebooks 01-05)."""
-    return Path(models_dir).resolve() if models_dir else Path(run_dir).resolve() / "models"
+    return project_path(models_dir) if models_dir else project_path(run_dir) / "models"
 
 
 def marker_path(run_dir: str | Path, stem: str) -> Path:
