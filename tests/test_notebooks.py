@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dynad import validation
+from dynad.config import load_preset
 from dynad.synthetic import DEFECT_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +178,9 @@ def test_03_knn_binning(executed: dict, synth_config) -> None:
     bins = pd.read_csv(out / "bin_table.csv")
     assert bins.bin.tolist() == list(range(11))  # |B| = 10 bins plus "above the range"
     assert bins.t_hat.tolist() == dic["table"]
-    assert bins.n_train.sum() == len(dic["train_distances"]) == synth_config.n_train
+    # every training image but those held out for validation (validation.fraction 0.1 of 24: 2)
+    held_out = validation.holdout(synth_config.n_train, load_preset("tiny").validation.fraction, 0)[1]
+    assert bins.n_train.sum() == len(dic["train_distances"]) == synth_config.n_train - len(held_out) == 22
     n_test = synth_config.n_test_good + len(DEFECT_TYPES) * synth_config.n_test_per_defect
     assert bins.n_test_normal.sum() + bins.n_test_anomalous.sum() == n_test
     by_defect = pd.read_csv(out / "t_hat_by_defect.csv")
