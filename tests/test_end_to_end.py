@@ -89,7 +89,12 @@ def test_demo_maps_peak_inside_large_defects(category):
     assert np.mean(hits) >= 0.8, hits
 
 
-def test_demo_defect_free_input_is_reconstructed_closer():
+def test_demo_denoiser_changes_missing_parts_more_than_normal_images():
+    """The latent map |z0_hat - z0| (the demo preset's whole map, lambda 1) is larger on images with a missing part.
+
+    With the earlier trained-VAE preset this was asserted on the decoded reconstruction. With TAEF2 at T_hat 40 it
+    does not hold in pixel space (measured on board: mean |x_hat - x| 0.091 on good images, 0.078 on missing ones):
+    the denoiser's change is read in the latent space, where the map is made (0.102 vs 0.120)."""
     from dynad.data import load_image
 
     out = demo_eval("board")
@@ -99,7 +104,7 @@ def test_demo_defect_free_input_is_reconstructed_closer():
     err = {}
     for kind in ("good", "missing"):
         x = torch.stack([load_image(p, size) for p in per_image.path[per_image.defect_type == kind][:6]])
-        err[kind] = (pipe.infer(x, t_hat=pipe.cfg.dic.t_max)["reconstruction"] - x).abs().mean().item()
+        err[kind] = pipe.infer(x, t_hat=pipe.cfg.dic.t_max)["latent_map"].mean().item()
     assert err["good"] < err["missing"], err
 
 
