@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from dynad import metrics
 from dynad.anomaly_map import image_scores
+from dynad.synthetic import _disk, _grid  # the same pixel-centre grid as `dynad synth`'s defects
 
 FAMILIES = ("spot", "scratch", "patch", "missing", "transplant")
 UNRELIABLE_AUROC = 0.6  # below this, a run warns that its maps are unreliable
@@ -63,10 +64,6 @@ def held_out_key(cfg, n: int) -> list:
 # ---------------------------------------------------------------------------------------------- pseudo-defects
 
 
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-
-
 def _blob(size: int, rng: np.random.Generator, area_fraction: float) -> np.ndarray:
     """An irregular blob of about `area_fraction` of the image, away from the border."""
     radius = np.sqrt(area_fraction * size * size / np.pi)
@@ -91,8 +88,7 @@ def _spot(image, rng, donor):
     size = image.shape[0]
     radius = max(1.5, rng.uniform(0.02, 0.035) * size)
     cy, cx = rng.uniform(0.1 * size, 0.9 * size, size=2)
-    yy, xx = _grid(size)
-    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    mask = _disk(size, cy, cx, radius)
     image[mask] = _away(image, mask, rng, (3, 5))
     return mask
 
