@@ -18,7 +18,7 @@ EPILOG = """\
 examples:
   dynad run --preset demo --category board --out runs/board     # the synthetic data set, made when missing
   dynad run --preset mvtec --dataset mvtec --root /data/mvtec_ad --category bottle --out runs/bottle --threads 4
-  dynad reproduce --preset demo --threads 1                     # = make demo: notebooks 01-07, results/demo/
+  dynad reproduce --preset demo --threads 1 --jobs 2            # = make demo: notebooks 01-07, results/demo/
   dynad synth --out data/synthetic"""
 
 
