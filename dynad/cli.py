@@ -26,11 +26,18 @@ def _synth(args: argparse.Namespace) -> int:
     from dynad import synthetic
     from dynad.config import ConfigError
 
+    counts = {k: getattr(args, k) for k in ("n_train", "n_test_good", "n_test_per_defect") if getattr(args, k) is not None}
+    if args.from_images is not None:
+        files = sorted(p for p in args.from_images.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
+        try:
+            out = synthetic.on_photographs(files, args.out, args.category, args.size or 256, seed=args.seed, **counts)
+        except (ValueError, FileExistsError) as e:
+            raise ConfigError(f"dynad synth --from-images: {e}") from None
+        print(f"{args.from_images}'s photographs with painted defects (folder data set, MVTec layout) in {out}:\n"
+              f"  dynad run --preset cpu --dataset folder --root {args.out} --category {args.category}")
+        return 0
     try:
-        cfg = synthetic.SynthConfig(
-            image_size=args.size, n_train=args.n_train, n_test_good=args.n_test_good,
-            n_test_per_defect=args.n_test_per_defect, seed=args.seed,
-        )  # fmt: skip
+        cfg = synthetic.SynthConfig(image_size=args.size or 128, seed=args.seed, **counts)
     except ValueError as e:  # out-of-range sizes and counts: one line, not a traceback
         raise ConfigError(f"dynad synth: {e}") from None
     out = synthetic.ensure(args.out, cfg)
@@ -147,13 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("synth", help="write the built-in synthetic data set (MVTec layout)")
+    s = sub.add_parser("synth", help="write the built-in synthetic data set (MVTec layout), or paint its defects "
+                                     "on your own normal photographs (--from-images)")  # fmt: skip
     s.add_argument("--out", type=Path, default=Path(SYNTHETIC_ROOT), help="output folder (default: %(default)s)")
-    s.add_argument("--size", type=int, default=128, help="image size in px (default: %(default)s)")
-    s.add_argument("--n-train", type=int, default=120)
-    s.add_argument("--n-test-good", type=int, default=20)
-    s.add_argument("--n-test-per-defect", type=int, default=10)
+    s.add_argument("--size", type=int, help="image size in px (default: 128; 256 with --from-images)")
+    s.add_argument("--n-train", type=int, help="normal training images (default: 120; 150 with --from-images)")
+    s.add_argument("--n-test-good", type=int, help="normal test images (default: 20; 40 with --from-images)")
+    s.add_argument("--n-test-per-defect", type=int, help="test images per defect type (default: 10; 15 with --from-images)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--from-images", type=Path, metavar="DIR",
+                   help="a folder of normal photographs (sorted by path): the first become training images, the "
+                        "rest test images, a quarter of those with each defect type painted on; writes OUT/CATEGORY")
+    s.add_argument("--category", default="surface", help="with --from-images: the category folder (default: %(default)s)")
     s.set_defaults(func=_synth)
 
     r = sub.add_parser("run", help="train, adapt, fit the kNN and evaluate one category")

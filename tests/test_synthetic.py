@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from dynad import synthetic
+from dynad.data import make_index
 from dynad.synthetic import CATEGORIES, DEFECT_TYPES, SynthConfig, ensure, generate, render
 
 SMALL = SynthConfig(image_size=64, n_train=4, n_test_good=2, n_test_per_defect=2, seed=0)
@@ -148,3 +150,48 @@ def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path: Path) -> None:
 def test_invalid_config_is_rejected(bad: dict) -> None:
     with pytest.raises(ValueError):
         SynthConfig(**bad)
+
+
+def _photographs(folder: Path, n: int, size: int = 96) -> list[Path]:
+    """n textured 'photographs' (smooth noise, each its own), as a user's folder of normal images would hold."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        img = ndimage.gaussian_filter(rng.uniform(0, 255, (size, size, 3)), sigma=(1.5, 1.5, 0))
+        paths.append(folder / f"photo_{i:02d}.jpg")
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(paths[-1], quality=95)
+    return paths
+
+
+def test_defects_on_photographs_make_a_folder_data_set_with_exact_masks(tmp_path: Path) -> None:
+    photos = _photographs(tmp_path / "normals", 14)
+    out = synthetic.on_photographs(photos, tmp_path / "bed", "surface", image_size=64, n_train=4, n_test_good=2,
+                                   n_test_per_defect=2, progress=False)  # fmt: skip
+    index = make_index("folder", tmp_path / "bed", "surface")
+    assert (index.split == "train").sum() == 4 and ((index.split == "test") & (index.label == 0)).sum() == 2
+    assert sorted(index.defect_type[index.label == 1].unique()) == sorted(synthetic.DEFECT_TYPES)
+    # A defect changes its masked pixels and nothing else: outside the mask the image is the resized photograph.
+    for k, defect in enumerate(synthetic.DEFECT_TYPES):
+        for i in range(2):
+            src = photos[4 + 2 + 2 * k + i]
+            photo = np.asarray(Image.open(src).convert("RGB").resize((64, 64), Image.BICUBIC)).astype(int)
+            image = np.asarray(Image.open(out / "test" / defect / f"{i:03d}.png")).astype(int)
+            mask = np.asarray(Image.open(out / "ground_truth" / defect / f"{i:03d}_mask.png")) > 127
+            assert mask.any()
+            assert (image[~mask] == photo[~mask]).all()
+            assert np.abs(image[mask] - photo[mask]).mean() > 3, defect
+    missing = np.asarray(Image.open(out / "test" / "missing" / "000.png")).astype(float)
+    mask = np.asarray(Image.open(out / "ground_truth" / "missing" / "000_mask.png")) > 127
+    assert missing[mask].std(axis=0).max() < 1.0  # flat: the texture is gone
+
+
+def test_defects_on_photographs_say_how_many_are_needed_and_keep_existing_folders(tmp_path: Path) -> None:
+    photos = _photographs(tmp_path / "normals", 3)
+    with pytest.raises(ValueError, match="needs 14 photographs"):
+        synthetic.on_photographs(photos, tmp_path / "bed", "surface", image_size=64, n_train=4, n_test_good=2,
+                                 n_test_per_defect=2, progress=False)  # fmt: skip
+    (tmp_path / "bed" / "surface").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="exists"):
+        synthetic.on_photographs(photos * 5, tmp_path / "bed", "surface", image_size=64, n_train=4, n_test_good=2,
+                                 n_test_per_defect=2, progress=False)  # fmt: skip
