@@ -14,6 +14,8 @@ are defects of *this* surface, not of a synthetic palette, plus patches transpla
     patch       a blob whose texture is another region of the image, contrast-inverted and shifted in intensity
     missing     a large blob flattened to a smooth fill (the local mean, blurred): a missing, featureless region
     transplant  a blob copied from another training image, rotated by 90 degrees and rescaled
+    stain       a large blob (8-20 % of the image) whose intensity is shifted by 1-2 standard deviations with its
+                texture kept: a faint discolouration or unevenness, the low-contrast end of real defects
 
 Settings are chosen on this set (`dynad tune`), never on a test set; every run reports it in
 `metrics.json["validation"]` and warns when its maps are unreliable.
@@ -33,7 +35,7 @@ from dynad import metrics
 from dynad.anomaly_map import image_scores
 from dynad.synthetic import _disk, _grid  # the same pixel-centre grid as `dynad synth`'s defects
 
-FAMILIES = ("spot", "scratch", "patch", "missing", "transplant")
+FAMILIES = ("spot", "scratch", "patch", "missing", "transplant", "stain")
 UNRELIABLE_AUROC = 0.6  # below this, a run warns that its maps are unreliable
 
 
@@ -137,7 +139,16 @@ def _transplant(image, rng, donor):
     return mask
 
 
-_PASTE = {"spot": _spot, "scratch": _scratch, "patch": _patch, "missing": _missing, "transplant": _transplant}
+def _stain(image, rng, donor):
+    size = image.shape[0]
+    mask = _blob(size, rng, rng.uniform(0.08, 0.20))
+    shift = _away(image, mask, rng, (1, 2)) - image[mask].mean(0)  # towards the far end, as the spot's colour
+    image[mask] = np.clip(image[mask] + shift, 0, 1)
+    return mask
+
+
+_PASTE = {"spot": _spot, "scratch": _scratch, "patch": _patch, "missing": _missing, "transplant": _transplant,
+          "stain": _stain}  # fmt: skip
 
 
 def paste(image: np.ndarray, family: str, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
