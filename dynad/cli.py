@@ -9,6 +9,8 @@ from pathlib import Path
 
 from dynad.paths import SYNTHETIC_ROOT, default_synthetic_root
 
+SURFACES_ROOT = "data/surfaces"  # dynad synth --from-images
+
 DESCRIPTION = """\
 DynAD: Dynamic Addition of Noise in a Diffusion Model for Anomaly Detection (Tebbe & Tayyub, CVPR 2024 W).
 Trains a latent diffusion model on normal images, picks each test image's noise level by kNN binning (DIC),
@@ -28,19 +30,22 @@ def _synth(args: argparse.Namespace) -> int:
 
     counts = {k: getattr(args, k) for k in ("n_train", "n_test_good", "n_test_per_defect") if getattr(args, k) is not None}
     if args.from_images is not None:
+        if not args.from_images.is_dir():
+            raise ConfigError(f"dynad synth --from-images: {args.from_images} is not a folder")
         files = sorted(p for p in args.from_images.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
         try:
-            out = synthetic.on_photographs(files, args.out, args.category, args.size or 256, seed=args.seed, **counts)
+            out = synthetic.on_photographs(files, args.out or SURFACES_ROOT, args.category, args.size or 256, seed=args.seed,
+                                           **counts)  # fmt: skip
         except (ValueError, FileExistsError) as e:
             raise ConfigError(f"dynad synth --from-images: {e}") from None
         print(f"{args.from_images}'s photographs with painted defects (folder data set, MVTec layout) in {out}:\n"
-              f"  dynad run --preset cpu --dataset folder --root {args.out} --category {args.category}")
+              f"  dynad run --preset cpu --dataset folder --root {out.parent} --category {args.category}")
         return 0
     try:
         cfg = synthetic.SynthConfig(image_size=args.size or 128, seed=args.seed, **counts)
     except ValueError as e:  # out-of-range sizes and counts: one line, not a traceback
         raise ConfigError(f"dynad synth: {e}") from None
-    out = synthetic.ensure(args.out, cfg)
+    out = synthetic.ensure(args.out or Path(SYNTHETIC_ROOT), cfg)
     print(f"synthetic data set (MVTec layout) in {out}")
     return 0
 
@@ -156,15 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="write the built-in synthetic data set (MVTec layout), or paint its defects "
                                      "on your own normal photographs (--from-images)")  # fmt: skip
-    s.add_argument("--out", type=Path, default=Path(SYNTHETIC_ROOT), help="output folder (default: %(default)s)")
+    s.add_argument("--out", type=Path, help=f"output folder (default: {SYNTHETIC_ROOT}; {SURFACES_ROOT} with --from-images)")
     s.add_argument("--size", type=int, help="image size in px (default: 128; 256 with --from-images)")
     s.add_argument("--n-train", type=int, help="normal training images (default: 120; 150 with --from-images)")
     s.add_argument("--n-test-good", type=int, help="normal test images (default: 20; 40 with --from-images)")
     s.add_argument("--n-test-per-defect", type=int, help="test images per defect type (default: 10; 15 with --from-images)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--from-images", type=Path, metavar="DIR",
-                   help="a folder of normal photographs (sorted by path): the first become training images, the "
-                        "rest test images, a quarter of those with each defect type painted on; writes OUT/CATEGORY")
+                   help="a folder of normal photographs, taken in path order: the first become training images, "
+                        "the next normal test images, the next get one defect type each (spot, scratch, patch, "
+                        "missing) with its mask; writes OUT/CATEGORY")
     s.add_argument("--category", default="surface", help="with --from-images: the category folder (default: %(default)s)")
     s.set_defaults(func=_synth)
 

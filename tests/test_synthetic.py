@@ -195,3 +195,16 @@ def test_defects_on_photographs_say_how_many_are_needed_and_keep_existing_folder
     with pytest.raises(FileExistsError, match="exists"):
         synthetic.on_photographs(photos * 5, tmp_path / "bed", "surface", image_size=64, n_train=4, n_test_good=2,
                                  n_test_per_defect=2, progress=False)  # fmt: skip
+
+
+def test_dynad_synth_from_images_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from dynad.cli import main as cli_main
+
+    _photographs(tmp_path / "normals", 14)
+    args = ["synth", "--from-images", str(tmp_path / "normals"), "--out", str(tmp_path / "bed"), "--category", "tile",
+            "--size", "64", "--n-train", "4", "--n-test-good", "2", "--n-test-per-defect", "2"]  # fmt: skip
+    assert cli_main(args) == 0
+    assert len(list((tmp_path / "bed" / "tile" / "train" / "good").glob("*.png"))) == 4
+    assert f"--root {tmp_path / 'bed'} --category tile" in capsys.readouterr().out
+    assert cli_main(["synth", "--from-images", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere is not a folder" in capsys.readouterr().err
