@@ -24,8 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from dynad import synthetic
 from dynad.config import load_preset
 from dynad.data import make_index
@@ -45,7 +43,6 @@ def main() -> None:
     args = p.parse_args()
     if not (args.mtd / "MT_Free").is_dir():
         raise SystemExit(f"{args.mtd}: no Magnetic Tile data there (MT_Free/ missing); pass --mtd")
-    torch.set_num_threads(args.threads)
     index = make_index("mtd", args.mtd, "magnetic_tile")
     normals = sorted(index.image_path[(index.split == "train") & (index.label == 0)])[::3]
     work = Path(tempfile.mkdtemp(prefix="dynad-real-surface-"))

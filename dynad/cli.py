@@ -32,7 +32,9 @@ def _synth(args: argparse.Namespace) -> int:
     if args.from_images is not None:
         if not args.from_images.is_dir():
             raise ConfigError(f"dynad synth --from-images: {args.from_images} is not a folder")
-        files = sorted(p for p in args.from_images.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
+        from dynad.predict import expand_inputs  # the folder -> image files rule of `dynad predict`
+
+        files, _ = expand_inputs([args.from_images])  # an empty folder: on_photographs says how many it needs
         try:
             out = synthetic.on_photographs(files, args.out or SURFACES_ROOT, args.category, args.size or 256, seed=args.seed,
                                            **counts)  # fmt: skip

@@ -618,7 +618,8 @@ def on_photographs(
     try:
         for (split, index, defect), path in tqdm(list(zip(jobs, images)), desc="defects on photographs", disable=not progress):
             try:
-                photo = Image.open(path).convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+                with Image.open(path) as f:
+                    photo = f.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
             except OSError as e:
                 raise ValueError(f"{path}: not a readable image ({e})") from None
             image = np.asarray(photo, dtype=np.float64) / 255
