@@ -29,6 +29,7 @@ CHOICES = {
     "reconstruction.space": ("latent", "pixel"),
     "anomaly_map.normalization": ("test_set", "train"),
     "eval.pro_method": ("exact", "thresholds200"),
+    "inference.cpu_bf16": (False, True, "auto"),
 }
 
 
@@ -53,7 +54,7 @@ def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
-        need(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
+        need(value in allowed, key, value, f"must be one of {', '.join(str(a).lower() for a in allowed)}")
     need(cfg.device == "auto" or re.fullmatch(r"cpu|mps|cuda(:\d+)?", cfg.device) is not None, "device", cfg.device,
          "must be auto, cpu, mps, cuda or cuda:<index>")  # fmt: skip
     at_least("seed", cfg.seed, 0)

@@ -211,7 +211,10 @@ class InferenceConfig:
     """How `DynAD.infer` runs; each setting measured in benchmarks/bench_vs_reference.py (README, "Speed")."""
 
     channels_last: bool = True  # NHWC UNet and VAE encoder: faster oneDNN convolutions; maps equal within 1e-4
-    cpu_bf16: bool = False  # bf16 autocast on a CPU with native bf16 (avx512_bf16, AMX): ~2x, maps change ~1e-2
+    # bf16 autocast of the UNet and VAE on a CPU: true (needs native bf16: avx512_bf16 or AMX), false, or "auto": bf16
+    # when mixed_precision is on and the CPU has native bf16, so a preset computes in the precision it has on a GPU.
+    # ~2x on this machine's CPU; maps change ~1e-2 against float32.
+    cpu_bf16: bool | str = False
 
 
 @dataclass(frozen=True)

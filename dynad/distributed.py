@@ -81,9 +81,29 @@ def precision(cfg) -> str:
     return cfg.mixed_precision_dtype if cfg.mixed_precision else "no"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), where bf16 autocast pays."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def inference_precision(cfg, device: torch.device) -> str:
+    """The autocast inference runs under on `device`: "bf16", "fp16" or "no".
+
+    CUDA follows mixed_precision. The CPU runs float32 unless inference.cpu_bf16 is true, or "auto" with
+    mixed_precision on a CPU with native bf16 (the paper presets: the precision they have on a GPU).
+    """
+    if device.type == "cuda":
+        return precision(cfg)
+    mode = cfg.inference.cpu_bf16
+    if device.type == "cpu" and (mode is True or (mode == "auto" and cfg.mixed_precision and cpu_has_bf16())):
+        return "bf16"
+    return "no"
+
+
 def autocast(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
-    """Inference autocast on CUDA ("bf16"/"fp16"); the CPU runs float32. A fitted pipeline also runs alone
-    (DynAD.load), without an Accelerator, so inference does not need one."""
-    if device.type == "cuda" and mixed_precision != "no":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
+    """Inference autocast ("bf16"/"fp16" on CUDA, "bf16" on the CPU; "no": float32). A fitted pipeline also runs
+    alone (DynAD.load), without an Accelerator, so inference does not need one."""
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

@@ -323,13 +323,14 @@ def choices(cfg: ExperimentConfig, device: torch.device | str | None = None) -> 
     """The paper-vs-reference-code choices (METHOD.md section 8) that produced a number.
 
     `fidelity` names the mode; `fidelity_deviations` the FIDELITY behaviours set otherwise after it. `device` (the
-    one that ran) decides whether bf16 autocast was on: CUDA with mixed_precision only.
+    one that ran) decides whether autocast was on (`distributed.inference_precision`).
     """
     dev = torch.device(device if device is not None else resolve_device(cfg.device))
+    autocast = distributed.inference_precision(cfg, dev)
     return {
         "fidelity": cfg.fidelity,
         "fidelity_deviations": fidelity_deviations(cfg),
-        "autocast": "bf16" if dev.type == "cuda" and cfg.mixed_precision else "off (float32)",
+        "autocast": "off (float32)" if autocast == "no" else autocast,
         "da_loss": cfg.adaptation.loss,
         "da_step_grid": cfg.adaptation.step_grid,
         "da_weight_decay": cfg.adaptation.weight_decay,

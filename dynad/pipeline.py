@@ -100,14 +100,13 @@ class DynAD:
         self.unet.to(memory_format=fmt)
         if self.codec.vae is not None:
             self.codec.vae.encoder.to(memory_format=fmt)
-        if device.type == "cpu" and cfg.inference.cpu_bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            raise ConfigError("inference.cpu_bf16=true needs a CPU with native bf16 (avx512_bf16 or AMX); this one has none")
+        if device.type == "cpu" and cfg.inference.cpu_bf16 is True and not distributed.cpu_has_bf16():
+            raise ConfigError("inference.cpu_bf16=true needs a CPU with native bf16 (avx512_bf16 or AMX); this one has "
+                              "none (\"auto\" falls back to float32)")  # fmt: skip
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 for inference: on CUDA when mixed_precision, on the CPU when inference.cpu_bf16."""
-        if self.device.type == "cpu" and self.cfg.inference.cpu_bf16:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return distributed.autocast(self.device, distributed.precision(self.cfg))
+        """bf16 for inference: on CUDA when mixed_precision, on the CPU by inference.cpu_bf16."""
+        return distributed.autocast(self.device, distributed.inference_precision(self.cfg, self.device))
 
     # ----------------------------------------------------------------------------------------------------------
     # Fitting: each stage trains what is missing and reuses what is stored.

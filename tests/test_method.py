@@ -8,6 +8,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from dynad import anomaly_map as am
+from dynad.checks import check_config
 from dynad.config import (
     FIDELITY,
     ConfigError,
@@ -350,6 +351,20 @@ def test_fidelity_switch_sets_every_behaviour_and_explicit_settings_win():
     assert choices(ref, "cpu")["fidelity"] == "reference" and choices(ref, "cpu")["autocast"] == "off (float32)"
     assert choices(ref, "cuda")["autocast"] == "bf16"
     assert choices(apply_overrides(ref, ["mixed_precision=false"]), "cuda")["autocast"] == "off (float32)"
+
+
+def test_cpu_bf16_modes_and_what_choices_reports():
+    tiny = load_preset("tiny")
+    assert tiny.inference.cpu_bf16 is False and choices(tiny, "cpu")["autocast"] == "off (float32)"
+    assert choices(apply_overrides(tiny, ["inference.cpu_bf16=true"]), "cpu")["autocast"] == "bf16"
+    auto = apply_overrides(tiny, ["inference.cpu_bf16=auto"])
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert choices(auto, "cpu")["autocast"] == ("bf16" if native else "off (float32)")
+    assert choices(apply_overrides(auto, ["mixed_precision=false"]), "cpu")["autocast"] == "off (float32)"
+    for name in ("mvtec", "visa", "btad"):  # the paper presets compute in their GPU precision wherever it pays
+        assert load_preset(name).inference.cpu_bf16 == "auto", name
+    with pytest.raises(ConfigError, match="inference.cpu_bf16"):
+        check_config(apply_overrides(tiny, ["inference.cpu_bf16=fast"]))
 
 
 def test_reference_map_upsampling_and_unclamped_decode():

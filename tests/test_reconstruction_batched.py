@@ -130,6 +130,8 @@ def test_cpu_bf16_runs_the_unet_and_vae_in_bf16_and_leaves_dic_in_float32(tiny_p
     pipe, images = tiny_pipeline
     fp32 = pipe.infer_all(images, progress=False)
     bf16 = pipe.with_overrides(["inference.cpu_bf16=true"]).infer_all(images, progress=False)
+    auto = pipe.with_overrides(["inference.cpu_bf16=auto"]).infer_all(images, progress=False)  # native bf16 here
+    torch.testing.assert_close(auto["latent_map"], bf16["latent_map"], atol=0, rtol=0)
     np.testing.assert_array_equal(bf16["knn_distance"], fp32["knn_distance"])  # the extractor stays float32
     np.testing.assert_array_equal(bf16["t_hat"], fp32["t_hat"])
     diff = (bf16["latent_map"] - fp32["latent_map"]).abs().max().item()
