@@ -228,13 +228,13 @@ def _forget_modules(code: Path) -> None:
 # dynad.
 
 
-def grouped_reconstruct(unet, schedule, z0, t_hat, cfg, generator=None):
+def grouped_reconstruct(unet, schedule, z0, t_hat, cfg, generator=None, drop_first_noise=False):
     """dynad before one UNet call per step: each T_hat group denoised on its own."""
     t_hat = np.asarray(t_hat, dtype=int)
     out = torch.empty_like(z0)
     for value in np.unique(t_hat):
         idx = np.flatnonzero(t_hat == value)
-        out[idx] = reconstruct(unet, schedule, z0[idx], t_hat[idx], cfg, generator)
+        out[idx] = reconstruct(unet, schedule, z0[idx], t_hat[idx], cfg, generator, drop_first_noise)
     return out
 
 

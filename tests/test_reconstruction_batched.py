@@ -76,6 +76,23 @@ def test_one_call_per_step_equals_the_grouped_loop(tiny_unet, t_hat, cfg, drop_f
         assert counting.calls[0] == first  # the first call holds every image, each at its own T_hat
 
 
+def test_the_speed_benchmarks_grouped_variant_is_called_as_the_pipeline_calls_reconstruct(tiny_unet):
+    """benchmarks/bench_vs_reference.py swaps its grouped loop in for `dynad.pipeline.reconstruct` ("before")."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_vs_reference.py"
+    spec = importlib.util.spec_from_file_location("bench_vs_reference", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sched, cfg, t_hat = NoiseSchedule(), ReconstructionConfig(eta=4.0), [5, 30, 3, 30]
+    z0 = torch.randn(len(t_hat), 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():  # positional, as DynAD.infer passes them
+        out = bench.grouped_reconstruct(tiny_unet, sched, z0, t_hat, cfg, torch.Generator().manual_seed(7), True)
+        ref = reconstruct(tiny_unet, sched, z0, t_hat, cfg, torch.Generator().manual_seed(7), True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
 def test_an_image_with_fewer_steps_sits_out_the_first_calls(tiny_unet):
     counting = CountingUNet(tiny_unet)
     with torch.no_grad():
