@@ -261,8 +261,8 @@ def run_dynad(parts, variant: str, batch: int, device: torch.device) -> dict:
     clock = Clock()
     decoded = [False]
 
-    def decode(z):
-        out = codec.decode(z)
+    def decode(z, clamp=True):
+        out = codec.decode(z, clamp=clamp)
         decoded[0] = True
         return out
 
