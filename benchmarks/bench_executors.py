@@ -1,13 +1,15 @@
 """Wall time of `dynad reproduce` over two synthetic categories (tiles, board) with each executor.
 
     python benchmarks/bench_executors.py [--preset tiny] [--runs local1 local2 ray] [--n-train 24]
-    python benchmarks/bench_executors.py --preset demo --demo-data --ablations --out benchmarks/results/executors_demo.json
+    python benchmarks/bench_executors.py --preset demo --demo-data --ablations \
+        --out benchmarks/results/executors_demo.json
 
 Each executor runs in a fresh folder (nothing reused: every model is trained) on its own synthetic set, one torch
 thread per notebook kernel: `--executor local --jobs 1`, `--jobs 2`, and `--executor ray` on a local Ray cluster of
 the machine's cores. The default is the tiny preset on a small 64 px synthetic set; `--demo-data --ablations` with
-the demo preset is what `make demo` runs (the built-in data set at its default size, notebooks 01-07). Results go to benchmarks/results/executors.json, written after every run and
-merged with the runs already there (so `--runs ray` adds the Ray run to earlier local ones).
+the demo preset is what `make demo` runs (the built-in data set at its default size, notebooks 01-07). Results go
+to benchmarks/results/executors.json, written after every run and merged with the runs already there (so
+`--runs ray` adds the Ray run to earlier local ones).
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE / "results" / "executors.json")
     args = p.parse_args()
     base = Path(tempfile.mkdtemp(prefix="dynad-bench-executors-"))
+    data = SynthConfig() if args.demo_data else SynthConfig(image_size=64, n_train=args.n_train, n_test_good=4,
+                                                             n_test_per_defect=2)  # fmt: skip
     result = {"preset": args.preset, "categories": ["tiles", "board"], "ablations": args.ablations,
-              "n_train": SynthConfig().n_train if args.demo_data else args.n_train, "demo_data": args.demo_data, "cpu_count": os.cpu_count(), "versions": versions(), "runs": {}}  # fmt: skip
+              "n_train": data.n_train, "demo_data": args.demo_data, "cpu_count": os.cpu_count(),
+              "versions": versions(), "runs": {}}  # fmt: skip
     if args.out.is_file():
         result["runs"] = json.loads(args.out.read_text()).get("runs", {})
     for name in args.runs:
-        data = SynthConfig() if args.demo_data else SynthConfig(image_size=64, n_train=args.n_train, n_test_good=4,
-                                                                 n_test_per_defect=2)  # fmt: skip
         root = synthetic.ensure(base / name / "synthetic", data, progress=False)
         load = os.getloadavg()[0]
         t0 = time.perf_counter()

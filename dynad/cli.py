@@ -36,8 +36,8 @@ def _synth(args: argparse.Namespace) -> int:
 
         files, _ = expand_inputs([args.from_images])  # an empty folder: on_photographs says how many it needs
         try:
-            out = synthetic.on_photographs(files, args.out or SURFACES_ROOT, args.category, args.size or 256, seed=args.seed,
-                                           **counts)  # fmt: skip
+            out = synthetic.on_photographs(files, args.out or SURFACES_ROOT, args.category, args.size or 256,
+                                           seed=args.seed, **counts)  # fmt: skip
         except (ValueError, FileExistsError) as e:
             raise ConfigError(f"dynad synth --from-images: {e}") from None
         print(f"{args.from_images}'s photographs with painted defects (folder data set, MVTec layout) in {out}:\n"
@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="write the built-in synthetic data set (MVTec layout), or paint its defects "
                                      "on your own normal photographs (--from-images)")  # fmt: skip
-    s.add_argument("--out", type=Path, help=f"output folder (default: {SYNTHETIC_ROOT}; {SURFACES_ROOT} with --from-images)")
+    s.add_argument("--out", type=Path,
+                   help=f"output folder (default: {SYNTHETIC_ROOT}; {SURFACES_ROOT} with --from-images)")
     s.add_argument("--size", type=int, help="image size in px (default: 128; 256 with --from-images)")
     s.add_argument("--n-train", type=int, help="normal training images (default: 120; 150 with --from-images)")
     s.add_argument("--n-test-good", type=int, help="normal test images (default: 20; 40 with --from-images)")
