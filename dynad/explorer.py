@@ -195,12 +195,13 @@ class StepSizeExplorer:
         row = self.per_image.iloc[i]
         self.state = {"run_dir": str(self.run_dir), "index": i, "path": row.path, "defect_type": row.defect_type,
                       "label": int(row.label), "t_hat": t, **res}  # fmt: skip
+        self.figure_png = self._render_png(i, t, res)
+        self._show(self.figure_png)
+        # After the figure, so that the line never names a T_hat the picture does not show yet (slider dragged fast).
         self.info.value = (
             f"<b>{row.defect_type}</b>: kNN distance {res['knn_distance']:.4g}, bin {res['bin']} "
             f"&rarr; DIC T_hat {res['dic_t_hat']}; shown: T_hat {t}; image score (max of A) {res['score']:.3f}"
         )
-        self.figure_png = self._render_png(i, t, res)
-        self._show(self.figure_png)
 
     def _render_png(self, i: int, t: int, res: dict[str, Any]) -> bytes:
         from dynad import plots
