@@ -419,9 +419,9 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("dynad") / "presets" / f"{name}.yaml"))
 
 
-def load_preset(name: str, overrides: dict[str, Any] | list[str] | None = None) -> ExperimentConfig:
+def load_preset(name: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> ExperimentConfig:
     """Load a shipped preset (or a YAML file path) and apply overrides."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else preset_path(name)
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else preset_path(str(name))
     if not path.is_file():
         raise ConfigError(f"preset file {path} not found")
     d = yaml.safe_load(path.read_text()) or {}

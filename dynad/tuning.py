@@ -37,7 +37,7 @@ _INFERENCE_KEYS = ("dic.t_max", "reconstruction.eta")  # need new reconstruction
 _MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma")  # re-combine the same raw maps
 
 
-def _kernel(sigma: float) -> int:
+def kernel_size(sigma: float) -> int:
     return 2 * int(round(4 * sigma)) + 1  # odd, +-4 sigma, as the paper's sigma 4 / kernel 33
 
 
@@ -71,7 +71,7 @@ def tune(
         variant.fit_train_normalization(train["images"])
         res = variant.infer_all(val.images, progress=False)
         for lam, sigma in itertools.product(grid["anomaly_map.lam"], grid["anomaly_map.sigma"]):
-            v = variant.with_overrides({"anomaly_map.lam": lam, "anomaly_map.sigma": sigma, "anomaly_map.kernel_size": _kernel(sigma)})
+            v = variant.with_overrides({"anomaly_map.lam": lam, "anomaly_map.sigma": sigma, "anomaly_map.kernel_size": kernel_size(sigma)})
             maps = v.anomaly_maps(res["latent_map"], res["feature_map"], variant.train_normalization)
             m, _ = validation.evaluate_maps(val, res["latent_map"], res["feature_map"], maps)
             rows.append({**dict(zip(_INFERENCE_KEYS, values)), "anomaly_map.lam": lam, "anomaly_map.sigma": sigma,
@@ -82,7 +82,7 @@ def tune(
         table.to_csv(f, index=False)
     best = table.iloc[0].to_dict()
     chosen = {k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}
-    chosen["anomaly_map.kernel_size"] = _kernel(best["anomaly_map.sigma"])
+    chosen["anomaly_map.kernel_size"] = kernel_size(best["anomaly_map.sigma"])
     write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", len(val.labels) // 2, fit_seconds)
     return best
 

@@ -1,0 +1,64 @@
+"""`dynad tune` on the tiny preset, and the diagnosis that sets its validation numbers beside the test set's."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dynad.config import load_preset
+from dynad.tuning import kernel_size, tune
+
+GRID = {"dic.t_max": [20, 60], "reconstruction.eta": [0.0], "anomaly_map.lam": [0.5, 1.0], "anomaly_map.sigma": [2.0]}
+KEYS = ["t_max", "eta", "lam", "sigma"]
+
+
+@pytest.fixture(scope="module")
+def tuned(shared_data, tmp_path_factory, one_thread) -> tuple[Path, dict]:
+    root, models = shared_data
+    out = tmp_path_factory.mktemp("tune")
+    best = tune(load_preset("tiny"), "synthetic", root, "board", out, models_dir=models, grid=GRID, progress=False)
+    return out, best
+
+
+def test_tune_scores_every_grid_point_and_writes_the_best_as_a_preset(tuned):
+    out, best = tuned
+    table = pd.read_csv(out / "tune.csv")
+    assert len(table) == 4 and table.objective.is_monotonic_decreasing
+    np.testing.assert_allclose(table.objective, (table.image_auroc + table.pixel_auroc) / 2)
+    assert best["objective"] == table.objective.max()
+    cfg = load_preset(out / "tuned.yaml")
+    assert (cfg.dic.t_max, cfg.reconstruction.eta) == (best["dic.t_max"], best["reconstruction.eta"])
+    assert (cfg.anomaly_map.lam, cfg.anomaly_map.sigma) == (best["anomaly_map.lam"], best["anomaly_map.sigma"])
+    assert cfg.anomaly_map.kernel_size == kernel_size(best["anomaly_map.sigma"]) == 17
+    assert "no test label read" in (out / "tuned.yaml").read_text()
+
+
+def test_the_diagnosis_scores_validation_exactly_as_tune_does(tuned, shared_data, tmp_path, monkeypatch):
+    """benchmarks/validation_vs_test.py: its validation columns are tune's, beside the test set's on the same grid."""
+    out, _ = tuned
+    root, models = shared_data
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "validation_vs_test.py"
+    spec = importlib.util.spec_from_file_location("validation_vs_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    grid = [f"--grid={k}={','.join(map(str, v))}" for k, v in GRID.items()]
+    argv = ["x", "--preset", "tiny", "--dataset", "synthetic", "--root", str(root), "--category", "board",
+            "--models", str(models), "--out", str(tmp_path / "vt"), *grid]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    diag = pd.read_csv(tmp_path / "vt.csv")
+    ours = pd.read_csv(out / "tune.csv").rename(columns=lambda c: c.split(".")[-1])
+    both = diag.merge(ours, on=KEYS, validate="one_to_one")
+    assert len(both) == 4
+    np.testing.assert_allclose(both.val_image_auroc, both.image_auroc, atol=1e-12)
+    np.testing.assert_allclose(both.val_pixel_auroc, both.pixel_auroc, atol=1e-12)
+    for col in ("test_image_auroc", "test_pixel_auroc", "test_pixel_spot", "test_pixel_missing"):
+        assert diag[col].between(0, 1).all(), col
+    assert diag.test_pixel_auroc.nunique() > 1  # each setting really scored the test set anew
+    text = (tmp_path / "vt.md").read_text()
+    assert "Spearman" in text and "diagnosis, not a choice" in text
