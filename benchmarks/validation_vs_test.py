@@ -111,7 +111,7 @@ def main() -> None:
         f"# Validation against test: `{args.preset}` on {args.dataset}/{args.category} (diagnosis, not a choice)\n",
         f"`python benchmarks/validation_vs_test.py --preset {args.preset} --dataset {args.dataset} --category "
         f"{args.category} --models … {overrides}`: {time.perf_counter() - t0:.0f} s at {cfg.threads} threads, commit "
-        f"{git_commit()}. Test pixel AUROC on every {args.stride}th pixel in each direction.\n",
+        f"{git_commit()}. Test pixel AUROC on every {args.stride}-th row and column.\n",
         f"- Spearman rank correlation of the validation and test objectives over {len(table)} points: **{rho:.2f}**",
         f"- validation's choice: {setting(chosen)} -> validation {chosen.val_image_auroc:.3f} / "
         f"{chosen.val_pixel_auroc:.3f}, test {chosen.test_image_auroc:.3f} / {chosen.test_pixel_auroc:.3f}",
