@@ -105,6 +105,7 @@ def main() -> None:
     chosen = table.loc[table.val_objective.idxmax()]
     best = table.loc[table.test_objective.idxmax()]
     best_pixel = table.loc[table.test_pixel_auroc.idxmax()]
+    scores = [c for c in table.columns if c.startswith(("val_", "test_"))]
     setting = lambda r: f"T_max {r.t_max:g}, eta {r.eta:g}, λ {r.lam:g}, σ {r.sigma:g}"  # noqa: E731
     overrides = " ".join(f"--set {o}" for o in args.overrides)
     text = [
@@ -118,7 +119,8 @@ def main() -> None:
         f"- best test objective: {setting(best)} -> test {best.test_image_auroc:.3f} / {best.test_pixel_auroc:.3f} "
         f"(validation {best.val_image_auroc:.3f} / {best.val_pixel_auroc:.3f})",
         f"- best test pixel AUROC anywhere in the grid: **{best_pixel.test_pixel_auroc:.3f}** ({setting(best_pixel)})\n",
-        to_markdown(table.sort_values("val_objective", ascending=False).round(3)),
+        "AUROCs in percent, sorted by the validation objective:\n",
+        to_markdown(table.sort_values("val_objective", ascending=False).assign(**{c: table[c] * 100 for c in scores})),
     ]
     with atomic_write(args.out.with_suffix(".md"), "w") as f:
         f.write("\n".join(text) + "\n")
