@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
@@ -40,16 +39,9 @@ GRID = {"dic.t_max": [10, 40, 160, 320], "reconstruction.eta": [0.0, 4.0], "anom
         "anomaly_map.sigma": [4.0, 12.0, 24.0]}  # fmt: skip
 
 
-def _grid_arg(text: str) -> tuple[str, list]:
-    key, _, values = text.partition("=")
-    return key, [yaml.safe_load(v) for v in values.split(",")]  # as `dynad tune --grid` reads them
-
-
-def pixel_auroc_by_type(test: dict, maps: np.ndarray, stride: int) -> dict[str, float]:
-    """Pixel AUROC of each defect type's images together with the normal ones (every `stride`-th pixel)."""
-    rows, out = test["rows"], {}
-    masks = test["masks"].numpy()[:, ::stride, ::stride]
-    maps = maps[:, ::stride, ::stride]
+def pixel_auroc_by_type(rows: pd.DataFrame, masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
+    """Pixel AUROC of each defect type's images together with the normal ones."""
+    out = {}
     normal = (rows.label == 0).to_numpy()
     for defect in sorted(rows.defect_type[rows.label == 1].unique()):
         sel = normal | (rows.defect_type == defect).to_numpy()
@@ -66,10 +58,10 @@ def main() -> None:
     p.add_argument("--models", type=Path, required=True, help="where the fitted models are (or will be) stored")
     p.add_argument("--out", type=Path, default=HERE / "results" / "validation_vs_test_mtd")
     p.add_argument("--set", action="append", default=[], dest="overrides", help="config override, as in dynad run")
-    p.add_argument("--grid", action="append", default=[], type=_grid_arg, help="KEY=V1,V2 (replaces that axis)")
+    p.add_argument("--grid", action="append", default=[], help="KEY=V1,V2 (replaces that axis), as in dynad tune")
     p.add_argument("--stride", type=int, default=2, help="score every n-th pixel in each direction (speed)")
     args = p.parse_args()
-    grid = {**GRID, **dict(args.grid)}
+    grid = {**GRID, **tuning.parse_grid(args.grid)}
     cfg = load_preset(args.preset, args.overrides)
     t0 = time.perf_counter()
     pipe, train, test = fit_pipeline(cfg, args.dataset, args.root, args.category, args.models)
@@ -83,20 +75,19 @@ def main() -> None:
         res_val = variant.infer_all(val.images, progress=False)
         res_test = variant.infer_all(test["images"], progress=False)
         for lam, sigma in itertools.product(grid["anomaly_map.lam"], grid["anomaly_map.sigma"]):
-            v = variant.with_overrides({"anomaly_map.lam": lam, "anomaly_map.sigma": sigma,
-                                        "anomaly_map.kernel_size": tuning.kernel_size(sigma)})  # fmt: skip
+            v = tuning.with_map_settings(variant, lam, sigma)
             maps_val = v.anomaly_maps(res_val["latent_map"], res_val["feature_map"], variant.train_normalization)
             mv, _ = validation.evaluate_maps(val, res_val["latent_map"], res_val["feature_map"], maps_val)
             norm = variant.train_normalization if cfg.anomaly_map.normalization == "train" else None
             maps_test = v.anomaly_maps(res_test["latent_map"], res_test["feature_map"], norm)
             ti = metrics.image_auroc(test["labels"], image_scores(maps_test).numpy())
-            maps_test = maps_test.numpy()
-            tp = metrics.pixel_auroc(test_masks, maps_test[:, :: args.stride, :: args.stride])
+            maps_test = maps_test.numpy()[:, :: args.stride, :: args.stride]
+            tp = metrics.pixel_auroc(test_masks, maps_test)
             rows.append({"t_max": int(t_max), "eta": eta, "lam": lam, "sigma": sigma,
                          "val_image_auroc": mv["image_auroc"], "val_pixel_auroc": mv["pixel_auroc"],
                          "val_objective": (mv["image_auroc"] + mv["pixel_auroc"]) / 2,
                          "test_image_auroc": ti, "test_pixel_auroc": tp, "test_objective": (ti + tp) / 2,
-                         **pixel_auroc_by_type(test, maps_test, args.stride)})  # fmt: skip
+                         **pixel_auroc_by_type(test["rows"], test_masks, maps_test)})  # fmt: skip
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out.with_suffix(".csv"), "w") as f:

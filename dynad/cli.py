@@ -86,20 +86,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    import yaml
-
     from dynad.config import load_preset
     from dynad.results import ensure_data
-    from dynad.tuning import tune
+    from dynad.tuning import parse_grid, tune
 
     cfg = load_preset(args.preset, args.set)
     if args.root is None and args.dataset != "synthetic":
         print(f"error: --root is required for --dataset {args.dataset}", file=sys.stderr)
         return 2
-    grid = {}
-    for item in args.grid:
-        key, _, values = item.partition("=")
-        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+    grid = parse_grid(args.grid)
     root = ensure_data(args.dataset, Path(args.root).resolve() if args.root else default_synthetic_root())
     best = tune(cfg, args.dataset, root, args.category, args.out, models_dir=args.models, grid=grid)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in best.items()}))

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from dynad import validation
 from dynad.config import ConfigError, ExperimentConfig, load_preset, preset_path
 from dynad.experiment import fit_pipeline
+from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write
 
 DEFAULT_GRID: dict[str, list[Any]] = {
@@ -39,6 +40,21 @@ _MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma")  # re-combine the same raw 
 
 def kernel_size(sigma: float) -> int:
     return 2 * int(round(4 * sigma)) + 1  # odd, +-4 sigma, as the paper's sigma 4 / kernel 33
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """`--grid KEY=V1,V2` arguments -> {KEY: [V1, V2]}, each value read as YAML (10 an int, 0.5 a float)."""
+    grid = {}
+    for item in items:
+        key, _, values = item.partition("=")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+    return grid
+
+
+def with_map_settings(pipe: DynAD, lam: float, sigma: float) -> DynAD:
+    """`pipe` with the anomaly map's lambda and sigma (kernel +-4 sigma): re-combines raw maps, no new inference."""
+    return pipe.with_overrides({"anomaly_map.lam": lam, "anomaly_map.sigma": sigma,
+                                "anomaly_map.kernel_size": kernel_size(sigma)})  # fmt: skip
 
 
 def tune(
@@ -71,7 +87,7 @@ def tune(
         variant.fit_train_normalization(train["images"])
         res = variant.infer_all(val.images, progress=False)
         for lam, sigma in itertools.product(grid["anomaly_map.lam"], grid["anomaly_map.sigma"]):
-            v = variant.with_overrides({"anomaly_map.lam": lam, "anomaly_map.sigma": sigma, "anomaly_map.kernel_size": kernel_size(sigma)})
+            v = with_map_settings(variant, lam, sigma)
             maps = v.anomaly_maps(res["latent_map"], res["feature_map"], variant.train_normalization)
             m, _ = validation.evaluate_maps(val, res["latent_map"], res["feature_map"], maps)
             rows.append({**dict(zip(_INFERENCE_KEYS, values)), "anomaly_map.lam": lam, "anomaly_map.sigma": sigma,

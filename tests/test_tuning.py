@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dynad.config import load_preset
-from dynad.tuning import kernel_size, tune
+from dynad.tuning import kernel_size, parse_grid, tune
 
 GRID = {"dic.t_max": [20, 60], "reconstruction.eta": [0.0], "anomaly_map.lam": [0.5, 1.0], "anomaly_map.sigma": [2.0]}
 KEYS = ["t_max", "eta", "lam", "sigma"]
@@ -23,6 +23,12 @@ def tuned(shared_data, tmp_path_factory, one_thread) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("tune")
     best = tune(load_preset("tiny"), "synthetic", root, "board", out, models_dir=models, grid=GRID, progress=False)
     return out, best
+
+
+def test_grid_arguments_are_read_as_dynad_tune_reads_them():
+    grid = parse_grid(["dic.t_max=10,40", "anomaly_map.lam=0.5,1", "reconstruction.eta=4"])
+    assert grid == {"dic.t_max": [10, 40], "anomaly_map.lam": [0.5, 1], "reconstruction.eta": [4]}
+    assert [type(v) for v in grid["anomaly_map.lam"]] == [float, int]  # YAML, so T_max stays an int
 
 
 def test_tune_scores_every_grid_point_and_writes_the_best_as_a_preset(tuned):
