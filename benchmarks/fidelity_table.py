@@ -46,8 +46,7 @@ MASKS = ("data.mask_resize", "data.mask_threshold")  # one behaviour: bilinear r
 def maps_of(pipe, test: dict) -> tuple[np.ndarray, np.ndarray]:
     """(anomaly maps (N, S, S), T_hat (N,)) of a fitted pipeline on the test images, normalised as its config says."""
     res = pipe.infer_all(test["images"], progress=False)
-    norm = pipe.train_normalization if pipe.cfg.anomaly_map.normalization == "train" else None
-    return pipe.anomaly_maps(res["latent_map"], res["feature_map"], norm).numpy(), np.asarray(res["t_hat"])
+    return pipe.evaluation_maps(res["latent_map"], res["feature_map"]).numpy(), np.asarray(res["t_hat"])
 
 
 def evaluate(test: dict, maps: np.ndarray, masks: np.ndarray, pro_method: str) -> dict:

@@ -78,8 +78,7 @@ def main() -> None:
             v = tuning.with_map_settings(variant, lam, sigma)
             maps_val = v.anomaly_maps(res_val["latent_map"], res_val["feature_map"], variant.train_normalization)
             mv, _ = validation.evaluate_maps(val, res_val["latent_map"], res_val["feature_map"], maps_val)
-            norm = variant.train_normalization if cfg.anomaly_map.normalization == "train" else None
-            maps_test = v.anomaly_maps(res_test["latent_map"], res_test["feature_map"], norm)
+            maps_test = v.evaluation_maps(res_test["latent_map"], res_test["feature_map"])
             ti = metrics.image_auroc(test["labels"], image_scores(maps_test).numpy())
             maps_test = maps_test.numpy()[:, :: args.stride, :: args.stride]
             tp = metrics.pixel_auroc(test_masks, maps_test)

@@ -214,9 +214,7 @@ def run_experiment(
     if not distributed.state().is_main_process:
         return {}  # the main process computes the metrics and writes every file
 
-    # Eq. 9: normalise over the test set (paper) or with training statistics.
-    norm = pipe.train_normalization if cfg.anomaly_map.normalization == "train" else None
-    maps = pipe.anomaly_maps(res["latent_map"], res["feature_map"], norm)
+    maps = pipe.evaluation_maps(res["latent_map"], res["feature_map"])
     scores = image_scores(maps).numpy()
     maps_np = maps.numpy()
 

@@ -276,7 +276,6 @@ class StepSizeExplorer:
 
         t_values = list(t_values) if t_values else self.default_t_values()
         labels = self.per_image.label.to_numpy()
-        norm = self.pipe.train_normalization if self.pipe.cfg.anomaly_map.normalization == "train" else None
         rows = []
         for t in t_values:
             gen = torch.Generator().manual_seed(self.pipe.cfg.seed)
@@ -284,7 +283,7 @@ class StepSizeExplorer:
                      for k in range(0, len(self.images), self.pipe.cfg.data.batch_size)]  # fmt: skip
             lat = torch.cat([p["latent_map"] for p in parts])  # (N, S, S)
             feat = torch.cat([p["feature_map"] for p in parts])
-            maps = self.pipe.anomaly_maps(lat, feat, norm)
+            maps = self.pipe.evaluation_maps(lat, feat)
             rows.append({"t_hat": int(t), "image_auroc": metrics.image_auroc(labels, image_scores(maps).numpy()),
                          "pixel_auroc": metrics.pixel_auroc(self.gt_mask, maps.numpy())})  # fmt: skip
         m = json.loads((self.run_dir / "eval" / "metrics.json").read_text())

@@ -329,6 +329,12 @@ class DynAD:
         norm = normalization or am.MapNormalization.from_maps(latent, feature)
         return am.combine(latent, feature, norm, self.cfg.anomaly_map)
 
+    def evaluation_maps(self, latent: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """A of an evaluated image set, normalised as `anomaly_map.normalization` says (Eq. 9): over these maps
+        (`test_set`, the paper) or with the training statistics (`train`)."""
+        norm = self.train_normalization if self.cfg.anomaly_map.normalization == "train" else None
+        return self.anomaly_maps(latent, feature, norm)
+
     def score(self, x: torch.Tensor | np.ndarray) -> dict:
         """Score images alone (no test set): maps normalised with the training statistics.
 
