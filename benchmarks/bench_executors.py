@@ -1,4 +1,4 @@
-"""Wall time of `dynad reproduce` over two synthetic categories (tiles, board) with each executor.
+r"""Wall time of `dynad reproduce` over two synthetic categories (tiles, board) with each executor.
 
     python benchmarks/bench_executors.py [--preset tiny] [--runs local1 local2 ray] [--n-train 24]
     python benchmarks/bench_executors.py --preset demo --demo-data --ablations \

@@ -1,4 +1,4 @@
-"""`paper` vs `reference` fidelity on one category, and what each switched behaviour changes on its own.
+r"""`paper` vs `reference` fidelity on one category, and what each switched behaviour changes on its own.
 
     python benchmarks/fidelity_table.py --preset demo --dataset synthetic --root data/synthetic --category board \
         --out results/demo [--train-switches]

@@ -1,4 +1,4 @@
-"""Does the validation set rank settings the way the test set does? A diagnosis, never a choice.
+r"""Does the validation set rank settings the way the test set does? A diagnosis, never a choice.
 
     python benchmarks/validation_vs_test.py --preset mtd --dataset mtd --root ../shared/data/magnetic-tile \
         --category magnetic_tile --models runs/mtd/models --out benchmarks/results/validation_vs_test_mtd \
