@@ -1,0 +1,55 @@
+"""benchmarks/localization.py: background and within-image AUROC on maps whose answers are known by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynad import metrics
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "localization.py"
+    spec = importlib.util.spec_from_file_location("localization", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _case(defect_raise: float):
+    """2 normal images (maps 0..0.3), 2 of type 'a' raised by 1 everywhere, their 2 x 2 defect by defect_raise more,
+    and 1 of type 'b' with a 4 x 4 defect the map misses entirely."""
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(0, 0.3, size=(5, 8, 8)).astype(np.float32)
+    masks = np.zeros((5, 8, 8), bool)
+    masks[2:4, 3:5, 3:5] = True
+    masks[4, :4, :4] = True
+    maps[2:4] += 1.0
+    maps[2:4][masks[2:4]] += defect_raise
+    return maps, masks, np.array([0, 0, 1, 1, 1]), np.array(["good", "good", "a", "a", "b"])
+
+
+def test_raised_image_and_pointed_defect(bench):
+    table = bench.localization_table(*_case(defect_raise=1.0)).set_index("defect_type")
+    assert table.loc["a", "background"] == 1.0  # every non-defect pixel of an 'a' image is above every normal pixel
+    assert table.loc["a", "within"] == 1.0  # and the defect is above the rest of its image
+    assert table.loc["a", "pixel_auroc"] == 1.0
+    assert table.loc["a", "share"] == pytest.approx(8 / 24) and table.loc["b", "share"] == pytest.approx(16 / 24)
+    assert table.loc["all", "images"] == 3
+    # 'b' is drawn from the normal images' distribution: neither raised nor pointed at (up to sampling)
+    assert 0.3 < table.loc["b", "background"] < 0.7 and 0.2 < table.loc["b", "within"] < 0.8
+
+
+def test_raised_image_without_localization(bench):
+    """A map raised uniformly over the defective image: image-level evidence only, within is exactly chance."""
+    maps, masks, labels, types = _case(defect_raise=0.0)
+    table = bench.localization_table(maps, masks, labels, types).set_index("defect_type")
+    assert table.loc["a", "background"] == 1.0
+    assert table.loc["a", "within"] == pytest.approx(bench._auroc(maps[2:4][~masks[2:4]], maps[2:4][masks[2:4]]))
+    assert 0.25 < table.loc["a", "within"] < 0.75
+    # the pooled row is the run's own pixel AUROC over every test image
+    assert table.loc["all", "pixel_auroc"] == pytest.approx(metrics.pixel_auroc(masks, maps))
