@@ -73,6 +73,8 @@ def main() -> None:
         maps, masks = z["anomaly_map"].astype(np.float32), z["gt_mask"]
     if len(rows) != len(maps):
         raise SystemExit(f"{args.run}: per_image.csv has {len(rows)} rows but maps.npz {len(maps)} maps")
+    if not masks[rows.label.to_numpy() == 1].any():
+        raise SystemExit(f"{args.run}: no defect pixel in its test masks, so there is nothing to localize")
     table = localization_table(maps, masks, rows.label.to_numpy(), rows.defect_type.astype(str).to_numpy())
     out = args.out or HERE / "results" / f"localization_{args.run.name}"
     out.parent.mkdir(parents=True, exist_ok=True)
