@@ -41,7 +41,8 @@ def _auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
 
 
 def localization_table(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, types: np.ndarray) -> pd.DataFrame:
-    """maps (N, H, W), masks (N, H, W) bool, labels (N,) 0/1, types (N,) -> a row per defect type and one for all."""
+    """maps (N, H, W), masks (N, H, W) bool, labels (N,) 0/1, types (N,) -> a row per defect type and one for all
+    (NaN where a type has no defect pixel: MTD and MVTec AD have defective images with empty masks)."""
     normal = labels == 0
     good = maps[normal].ravel()
     total = int(masks[~normal].sum())
@@ -53,7 +54,7 @@ def localization_table(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, 
             "defect_type": defect,
             "images": int(sel.sum()),
             "share": float(m.sum() / max(total, 1)),
-            "pixel_auroc": metrics.pixel_auroc(masks[sel | normal], maps[sel | normal]),
+            "pixel_auroc": metrics.pixel_auroc(masks[sel | normal], maps[sel | normal]) if m.any() else float("nan"),
             "background": _auroc(good, s[~m]),
             "within": _auroc(s[~m], s[m]),
         })  # fmt: skip
@@ -78,7 +79,7 @@ def main() -> None:
     table = localization_table(maps, masks, rows.label.to_numpy(), rows.defect_type.astype(str).to_numpy())
     out = args.out or HERE / "results" / f"localization_{args.run.name}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out.with_suffix(".csv"), "w") as f:
+    with atomic_write(Path(f"{out}.csv"), "w") as f:
         table.to_csv(f, index=False)
     shown = table.copy()
     for c in ("share", "pixel_auroc", "background", "within"):
@@ -92,7 +93,7 @@ def main() -> None:
             "the type's defective images against the normal images' pixels; within: defect pixels against the "
             "non-defect pixels of the same images; share: of all defect pixels. A diagnosis of test maps."
             " Nothing is chosen by it.")
-    with atomic_write(out.with_suffix(".md"), "w") as f:
+    with atomic_write(Path(f"{out}.md"), "w") as f:
         f.write(to_markdown(shown, f"Where the map is raised: {args.run.name}") + "\n\n" + note + "\n")
     print(to_markdown(shown))
 

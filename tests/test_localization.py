@@ -53,3 +53,14 @@ def test_raised_image_without_localization(bench):
     assert 0.25 < table.loc["a", "within"] < 0.75
     # the pooled row is the run's own pixel AUROC over every test image
     assert table.loc["all", "pixel_auroc"] == pytest.approx(metrics.pixel_auroc(masks, maps))
+
+
+def test_type_without_defect_pixels(bench):
+    """A defective image whose mask is empty (MTD has 4) gives its type NaN rows, not an error."""
+    maps, masks, labels, types = _case(defect_raise=1.0)
+    maps, masks = np.concatenate([maps, maps[:1]]), np.concatenate([masks, np.zeros_like(masks[:1])])
+    labels, types = np.append(labels, 1), np.append(types, "c")
+    table = bench.localization_table(maps, masks, labels, types).set_index("defect_type")
+    assert table.loc["c", "share"] == 0
+    assert np.isnan(table.loc["c", "pixel_auroc"]) and np.isnan(table.loc["c", "within"])
+    assert table.loc["a", "within"] == 1.0 and table.loc["all", "images"] == 4
