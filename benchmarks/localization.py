@@ -12,8 +12,8 @@ Pixel AUROC pools every pixel of every test image, and so mixes two things a use
                   points at the defect inside its image (0.5: it does not)
     share         the type's part of all defect pixels: the pooled number is mostly the types with large masks
 
-Reads RUN/maps.npz and RUN/per_image.csv (written by every `dynad run`); recomputes and chooses nothing. Writes
-<out>.csv and <out>.md.
+Reads RUN/maps.npz and RUN/per_image.csv (written by every `dynad run`) with `dynad.results.localization_table`,
+which notebook 04 also plots; recomputes and chooses nothing. Writes <out>.csv and <out>.md.
 """
 
 from __future__ import annotations
@@ -22,43 +22,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from dynad import metrics
 from dynad.provenance import atomic_write
 from dynad.report.format import to_markdown
+from dynad.results import localization_table
 
 HERE = Path(__file__).resolve().parent
-
-
-def _auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
-    """AUROC of positives above negatives (1-D scores); NaN when either side is empty."""
-    if negatives.size == 0 or positives.size == 0:
-        return float("nan")
-    labels = np.r_[np.zeros(negatives.size, bool), np.ones(positives.size, bool)]
-    return metrics.image_auroc(labels, np.r_[negatives, positives])
-
-
-def localization_table(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, types: np.ndarray) -> pd.DataFrame:
-    """maps (N, H, W), masks (N, H, W) bool, labels (N,) 0/1, types (N,) -> a row per defect type and one for all
-    (NaN where a type has no defect pixel: MTD and MVTec AD have defective images with empty masks)."""
-    normal = labels == 0
-    good = maps[normal].ravel()
-    total = int(masks[~normal].sum())
-    rows = []
-    for defect in [*sorted(set(types[~normal])), "all"]:
-        sel = ~normal if defect == "all" else (types == defect) & ~normal
-        m, s = masks[sel], maps[sel]
-        rows.append({
-            "defect_type": defect,
-            "images": int(sel.sum()),
-            "share": float(m.sum() / max(total, 1)),
-            "pixel_auroc": metrics.pixel_auroc(masks[sel | normal], maps[sel | normal]) if m.any() else float("nan"),
-            "background": _auroc(good, s[~m]),
-            "within": _auroc(s[~m], s[m]),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -69,14 +37,9 @@ def main() -> None:
     for name in ("maps.npz", "per_image.csv"):
         if not (args.run / name).is_file():
             raise SystemExit(f"{args.run / name}: not found; RUN must be a `dynad run` output folder")
-    rows = pd.read_csv(args.run / "per_image.csv")
-    with np.load(args.run / "maps.npz") as z:
-        maps, masks = z["anomaly_map"].astype(np.float32), z["gt_mask"]
-    if len(rows) != len(maps):
-        raise SystemExit(f"{args.run}: per_image.csv has {len(rows)} rows but maps.npz {len(maps)} maps")
-    if not masks[rows.label.to_numpy() == 1].any():
+    table = localization_table(args.run)
+    if table.share.sum() == 0:
         raise SystemExit(f"{args.run}: no defect pixel in its test masks, so there is nothing to localize")
-    table = localization_table(maps, masks, rows.label.to_numpy(), rows.defect_type.astype(str).to_numpy())
     out = args.out or HERE / "results" / f"localization_{args.run.name}"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(Path(f"{out}.csv"), "w") as f:

@@ -144,6 +144,10 @@ def test_00_quickstart_and_04_evaluate(executed: dict) -> None:
     assert_fractions(table[["image_auroc", "pixel_auroc", "pro"]])
     overview = pd.read_csv(executed["run_dir"] / "evaluate" / "dataset_metrics.csv")
     assert overview.category.tolist() == ["board", "mean"]
+    split = pd.read_csv(executed["run_dir"] / "evaluate" / "localization.csv").set_index("defect_type")
+    assert sorted(split.index) == sorted([*DEFECT_TYPES, "all"]) and split.share.drop("all").sum() == pytest.approx(1)
+    assert split.loc["all", "pixel_auroc"] == pytest.approx(m["pixel_auroc"], abs=2e-3)  # maps.npz holds float16
+    assert_png(executed["run_dir"] / "evaluate" / "localization.png")
 
 
 @pytest.mark.slow

@@ -280,6 +280,23 @@ def t_hat_by_defect_plot(df: pd.DataFrame, path: str | Path) -> Path:
     return plots.save(fig, path)
 
 
+def localization_plot(df: pd.DataFrame, path: str | Path) -> Path:
+    """`localization_table`'s background and within AUROC per defect type, bars; 0.5 is chance."""
+    df = df[df.defect_type != "all"]
+    x = np.arange(len(df))
+    fig, ax = plots.plt.subplots(figsize=(1.6 + 1.1 * len(df), 3.0))
+    ax.bar(x - 0.2, df.background, 0.4, label="background: its images vs normal images")
+    ax.bar(x + 0.2, df.within, 0.4, label="within: defect vs the rest of its image")
+    ax.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{t}\n{100 * s:.0f} % of pixels" for t, s in zip(df.defect_type, df.share)], fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("AUROC")
+    ax.set_title("Is the map raised over the image, or at the defect?", fontsize=9)
+    ax.legend(fontsize=6, loc="lower left")
+    return plots.save(fig, path)
+
+
 def ablation_plot(df: pd.DataFrame, path: str | Path, metric: str = "image_auroc") -> Path:
     """`metric` per defect type (x) and variant (bars), mean over the categories in df."""
     sub = df.groupby(["variant", "defect_type"], sort=False)[metric].mean().reset_index()

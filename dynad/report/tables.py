@@ -8,7 +8,7 @@
     table5_noiseless_and_adaptation(df, ...) Table 5: noiseless scaling (DS) x domain adaptation (DA)
     latent_vs_pixel_space(df, ...)           latent vs pixel space (not in the paper)
 Notebooks 02-04: feature_gap_table, knn_binning, bin_table, t_hat_by_defect, category_metrics, peers_table,
-dataset_metrics. Every per-category table carries the peers of the same runs: the kNN distance alone and, when the
+dataset_metrics, localization_table. Every per-category table carries the peers of the same runs: the kNN distance alone and, when the
 runs computed it, the patch kNN (dynad/baselines/).
 All paper tables are in percent; the notebooks' per-run tables keep fractions.
 """
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dynad import metrics as mt
 from dynad.config import DICConfig
 from dynad.dic import DynamicConditioning
 from dynad.report.runs import Run
@@ -263,6 +264,54 @@ def category_metrics(eval_dir: str | Path) -> pd.DataFrame:
     for _, r in per_defect.iterrows():
         rows.append({"defect_type": r.defect_type, "n": int(r.n), **{k: r[k] for k in METRICS}})
     return pd.DataFrame(rows)
+
+
+def _auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """AUROC of positives above negatives (1-D scores); NaN when either side is empty."""
+    if negatives.size == 0 or positives.size == 0:
+        return float("nan")
+    labels = np.r_[np.zeros(negatives.size, bool), np.ones(positives.size, bool)]
+    return mt.image_auroc(labels, np.r_[negatives, positives])
+
+
+def localization_split(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, types: np.ndarray) -> pd.DataFrame:
+    """Pixel AUROC split per defect type (fractions; NaN where a type has no defect pixel, as some MTD images):
+
+        share        the type's part of all defect pixels (the pooled pixel AUROC is mostly the large-mask types)
+        pixel_auroc  the type's images with the normal ones, as in per_defect.csv
+        background   the non-defect pixels of its defective images against the normal images' pixels: above 0.5
+                     when the map is raised over the whole defective image (image AUROC gains, pixel AUROC loses)
+        within       its defect pixels against the rest of the same images: whether the map points at the defect
+
+    maps (N, H, W), masks (N, H, W) bool, labels (N,) 0/1, types (N,) -> a row per type and one for all.
+    """
+    normal = labels == 0
+    good = maps[normal].ravel()
+    total = int(masks[~normal].sum())
+    rows = []
+    for defect in [*defect_order(set(types[~normal])), "all"]:
+        sel = ~normal if defect == "all" else (types == defect) & ~normal
+        m, s = masks[sel], maps[sel]
+        rows.append({
+            "defect_type": defect,
+            "images": int(sel.sum()),
+            "share": float(m.sum() / max(total, 1)),
+            "pixel_auroc": mt.pixel_auroc(masks[sel | normal], maps[sel | normal]) if m.any() else float("nan"),
+            "background": _auroc(good, s[~m]),
+            "within": _auroc(s[~m], s[m]),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def localization_table(eval_dir: str | Path) -> pd.DataFrame:
+    """`localization_split` of one run's test maps (eval_dir/maps.npz, per_image.csv)."""
+    eval_dir = Path(eval_dir)
+    rows = pd.read_csv(eval_dir / "per_image.csv")
+    with np.load(eval_dir / "maps.npz") as z:
+        maps, masks = z["anomaly_map"].astype(np.float32), z["gt_mask"]
+    if len(rows) != len(maps):
+        raise ValueError(f"{eval_dir}: per_image.csv has {len(rows)} rows but maps.npz {len(maps)} maps")
+    return localization_split(maps, masks, rows.label.to_numpy(), rows.defect_type.astype(str).to_numpy())
 
 
 def peers_table(eval_dir: str | Path) -> pd.DataFrame:
