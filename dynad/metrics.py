@@ -4,7 +4,8 @@ Image level: AUROC, average precision, the best F1 over thresholds (F1-max) and 
 maximises Youden's J = TPR - FPR. Pixel level (all pixels of all test images, normal images included): AUROC,
 average precision, F1-max and PRO, the per-region overlap integrated over FPR in [0, 0.3] as MVTec AD's official
 evaluation defines it (`pro(method="exact")`), or the 200-threshold approximation of the paper's reference code
-(`pro(method="thresholds200")`).
+(`pro(method="thresholds200")`). `localization_split` asks, per defect type, whether the map is raised over the
+whole defective image or at the defect (notebook 04, benchmarks/localization.py, each run's validation report).
 
 The image-level metrics (and `average_precision`, `f1_max`, `f1_youden` on any labels) come from scikit-learn.
 At pixel scale its curves are slow (about a minute and 6 GB per metric on 113 M pixels: an argsort into float64
@@ -125,6 +126,46 @@ def _pixel_ranking(masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
 def pixel_auroc(masks, maps) -> float:
     """Area under the ROC curve over all pixels of all images. masks (N, H, W) bool or {0, 1}, maps (N, H, W)."""
     return _pixel_ranking(*_pixels(masks, maps))["auroc"]
+
+
+def _auroc_above(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """AUROC of positives above negatives (1-D scores); NaN when either side is empty."""
+    if negatives.size == 0 or positives.size == 0:
+        return float("nan")
+    labels = np.r_[np.zeros(negatives.size, bool), np.ones(positives.size, bool)]
+    return image_auroc(labels, np.r_[negatives, positives])
+
+
+def localization_split(maps, masks, labels, types) -> list[dict]:
+    """Pixel AUROC split per defect type: is the map raised over the defective image, or at the defect?
+
+        share        the type's part of all defect pixels (the pooled pixel AUROC is mostly the large-mask types)
+        pixel_auroc  the type's images with the normal ones (as per_defect.csv)
+        background   the non-defect pixels of its defective images against the normal images' pixels: above 0.5
+                     when the map is raised over the whole defective image (image AUROC gains, pixel AUROC loses)
+        within       its defect pixels against the rest of the same images: whether the map points at the defect
+
+    maps (N, H, W), masks (N, H, W), labels (N,) 0/1, types (N,) -> a row per type (by name), then "all"; NaN where
+    a type has no defect pixel (MTD and MVTec AD have defective images with empty masks).
+    """
+    masks, maps = _pixels(masks, maps)
+    labels, types = np.asarray(labels), np.asarray(types)
+    normal = labels == 0
+    good = maps[normal].ravel()
+    total = int(masks[~normal].sum())
+    rows = []
+    for defect in [*sorted(set(types[~normal])), "all"]:
+        sel = ~normal if defect == "all" else (types == defect) & ~normal
+        m, s = masks[sel], maps[sel]
+        rows.append({
+            "defect_type": str(defect),
+            "images": int(sel.sum()),
+            "share": float(m.sum() / max(total, 1)),
+            "pixel_auroc": pixel_auroc(masks[sel | normal], maps[sel | normal]) if m.any() else float("nan"),
+            "background": _auroc_above(good, s[~m]),
+            "within": _auroc_above(s[~m], s[m]),
+        })  # fmt: skip
+    return rows
 
 
 def _regions(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

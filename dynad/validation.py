@@ -4,7 +4,8 @@
     val = pseudo_defect_set(held_out, donors=train, seed)       each held-out image twice: as it is (label 0) and
                                                                 with one pseudo-defect and its exact mask (label 1)
     report = validate(pipe, val, train_images)                  image / pixel AUROC, errors on normal and defect
-                                                                pixels, the autoencoder's PSNR, an F1 threshold
+                                                                pixels, the autoencoder's PSNR, an F1 threshold,
+                                                                the localization split per family
 
 The pseudo-defects follow the four scales of `dynad synth`, drawn from the image's own statistics so that they
 are defects of *this* surface, not of a synthetic palette, plus patches transplanted from other training images:
@@ -233,6 +234,10 @@ def validate(pipe, val: ValidationSet, train_images: torch.Tensor, progress: boo
     report["threshold"] = f1_threshold(val.labels, scores)
     report["normalization"] = "train" if norm is not None else "validation set"
     report["autoencoder_psnr"] = autoencoder_psnr(pipe, train_images)
+    # Per family: is the map raised over the pasted image, or at the pseudo-defect? (None: no defect pixel)
+    split = metrics.localization_split(maps.numpy(), val.masks.numpy(), val.labels, np.array(val.families))
+    report["localization"] = [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
+                              for row in split]  # fmt: skip
     report["warning"] = diagnosis(report)
     return report
 

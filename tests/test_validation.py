@@ -89,6 +89,9 @@ def test_a_run_warns_exactly_when_its_validation_maps_are_unreliable(kind, warns
     assert v["n_normal"] == v["n_defective"] == 6 and result["n_train"] == 24
     for key in ("latent_error_normal", "latent_error_defect", "feature_error_normal", "feature_error_defect", "autoencoder_psnr"):
         assert np.isfinite(v[key]), key
+    split = {row["defect_type"]: row for row in v["localization"]}  # one held-out image per family, then "all"
+    assert list(split) == [*sorted(validation.FAMILIES), "all"] and split["all"]["images"] == 6
+    assert split["all"]["pixel_auroc"] == pytest.approx(v["pixel_auroc"], abs=1e-9)
     err = capsys.readouterr().err
     if warns:
         assert min(v["image_auroc"], v["pixel_auroc"]) < validation.UNRELIABLE_AUROC

@@ -266,41 +266,11 @@ def category_metrics(eval_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
-    """AUROC of positives above negatives (1-D scores); NaN when either side is empty."""
-    if negatives.size == 0 or positives.size == 0:
-        return float("nan")
-    labels = np.r_[np.zeros(negatives.size, bool), np.ones(positives.size, bool)]
-    return mt.image_auroc(labels, np.r_[negatives, positives])
-
-
 def localization_split(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, types: np.ndarray) -> pd.DataFrame:
-    """Pixel AUROC split per defect type (fractions; NaN where a type has no defect pixel, as some MTD images):
-
-        share        the type's part of all defect pixels (the pooled pixel AUROC is mostly the large-mask types)
-        pixel_auroc  the type's images with the normal ones, as in per_defect.csv
-        background   the non-defect pixels of its defective images against the normal images' pixels: above 0.5
-                     when the map is raised over the whole defective image (image AUROC gains, pixel AUROC loses)
-        within       its defect pixels against the rest of the same images: whether the map points at the defect
-
-    maps (N, H, W), masks (N, H, W) bool, labels (N,) 0/1, types (N,) -> a row per type and one for all.
-    """
-    normal = labels == 0
-    good = maps[normal].ravel()
-    total = int(masks[~normal].sum())
-    rows = []
-    for defect in [*defect_order(set(types[~normal])), "all"]:
-        sel = ~normal if defect == "all" else (types == defect) & ~normal
-        m, s = masks[sel], maps[sel]
-        rows.append({
-            "defect_type": defect,
-            "images": int(sel.sum()),
-            "share": float(m.sum() / max(total, 1)),
-            "pixel_auroc": mt.pixel_auroc(masks[sel | normal], maps[sel | normal]) if m.any() else float("nan"),
-            "background": _auroc(good, s[~m]),
-            "within": _auroc(s[~m], s[m]),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+    """`metrics.localization_split` as a table, the defect types in `defect_order` and "all" last (fractions)."""
+    df = pd.DataFrame(mt.localization_split(maps, masks, labels, types))
+    order = [*defect_order(df.defect_type[df.defect_type != "all"]), "all"]
+    return df.set_index("defect_type").loc[order].reset_index()
 
 
 def localization_table(eval_dir: str | Path) -> pd.DataFrame:
