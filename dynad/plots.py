@@ -136,19 +136,27 @@ def qualitative_panels(
 
 
 def validation_check(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
-    """The run's self-check: validation AUROCs (by pseudo-defect family) against the unreliable line, and the mean
-    latent / feature error on normal vs pseudo-defect pixels (a map that is not higher on defects cannot work)."""
+    """The run's self-check: validation AUROCs (by pseudo-defect family, and whether the map points at the pseudo-defect
+    within its image) against the unreliable line, and the mean latent / feature error on normal vs pseudo-defect
+    pixels (a map that is not higher on defects cannot work)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
-    names = ["image", "pixel"] + list(report["image_auroc_by_family"])
-    values = [report["image_auroc"], report["pixel_auroc"]] + list(report["image_auroc_by_family"].values())
-    colours = ["tab:blue", "tab:blue"] + ["tab:gray"] * len(report["image_auroc_by_family"])
-    a.bar(names, values, color=colours)
+    families = list(report["image_auroc_by_family"])
+    within = {row["defect_type"]: row["within"] for row in report.get("localization", [])}  # older runs: none
+    x = np.arange(2 + len(families))
+    w = 0.4 if within else 0.8
+    a.bar(x[:2], [report["image_auroc"], report["pixel_auroc"]], 0.8, color="tab:blue")
+    a.bar(x[2:] - (w / 2 if within else 0), list(report["image_auroc_by_family"].values()), w, color="tab:gray",
+          label="image AUROC by family")  # fmt: skip
+    if within:  # a family found only as a raised image, not at its pixels, shows a low orange bar
+        a.bar(x[2:] + w / 2, [within.get(f) or 0.0 for f in families], w, color="tab:orange",
+              label="within: pseudo-defect vs the rest of its image")  # fmt: skip
+    a.set_xticks(x, ["image", "pixel", *families])
     a.axhline(0.6, color="tab:red", ls="--", lw=1, label="unreliable below 0.6")
     a.axhline(0.5, color="k", lw=0.5)
     a.set_ylim(0, 1)
     a.set_ylabel("validation AUROC")
     a.tick_params(axis="x", rotation=30)
-    a.legend(loc="lower right", fontsize=8)
+    a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.34), ncol=3, fontsize=7)
     psnr = report.get("autoencoder_psnr")
     a.set_title(f"pseudo-defects ({report['n_defective']} vs {report['n_normal']} normal)"
                 + (f"; autoencoder PSNR {psnr:.1f} dB" if psnr is not None else ""), fontsize=9)  # fmt: skip

@@ -137,7 +137,7 @@ def test_00_quickstart_and_04_evaluate(executed: dict) -> None:
     ev = executed["run_dir"] / "eval"
     m = json.loads((ev / "metrics.json").read_text())
     assert_fractions([m[k] for k in ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc")])
-    for name in ("qualitative", "knn_histogram", "training_curves"):
+    for name in ("qualitative", "knn_histogram", "training_curves", "validation"):
         assert_png(ev / "figures" / f"{name}.png")
     table = pd.read_csv(executed["run_dir"] / "evaluate" / "metrics_table.csv")
     assert table.defect_type.tolist() == ["all", *sorted(DEFECT_TYPES)]
