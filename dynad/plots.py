@@ -166,7 +166,7 @@ def validation_check(report: dict[str, Any], path: str | Path, title: str = "") 
         ref = [max(report["latent_error_normal"], 1e-12), max(report["feature_error_normal"], 1e-12)]
         b.bar(x + 0.38 * k, np.array(raw) / np.array(ref), width=0.38, color=colour, label=f"{where} pixels")
     b.set_xticks(x + 0.19, ["latent map", "feature map"])
-    b.set_ylabel("mean error / mean on normal pixels")
+    b.set_ylabel("mean error / on normal pixels")
     b.legend(fontsize=8)
     fig.suptitle(title or "validation self-check", fontsize=10)
     fig.tight_layout()
