@@ -8,8 +8,8 @@
     table5_noiseless_and_adaptation(df, ...) Table 5: noiseless scaling (DS) x domain adaptation (DA)
     latent_vs_pixel_space(df, ...)           latent vs pixel space (not in the paper)
 Notebooks 02-04: feature_gap_table, knn_binning, bin_table, t_hat_by_defect, category_metrics, peers_table,
-dataset_metrics, localization_table. Every per-category table carries the peers of the same runs: the kNN distance alone and, when the
-runs computed it, the patch kNN (dynad/baselines/).
+dataset_metrics, localization_table. Every per-category table carries the peers of the same runs: the kNN distance
+alone and, when the runs computed it, the patch kNN (dynad/baselines/).
 All paper tables are in percent; the notebooks' per-run tables keep fractions.
 """
 
