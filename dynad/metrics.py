@@ -128,12 +128,13 @@ def pixel_auroc(masks, maps) -> float:
     return _pixel_ranking(*_pixels(masks, maps))["auroc"]
 
 
-def _auroc_above(negatives: np.ndarray, positives: np.ndarray) -> float:
-    """AUROC of positives above negatives (1-D scores); NaN when either side is empty."""
+def _auroc_above(negatives: np.ndarray, positives: np.ndarray) -> float | None:
+    """AUROC of positives above negatives (1-D float32 scores, pixel-scale: the one-sort ranking); None when either
+    side is empty."""
     if negatives.size == 0 or positives.size == 0:
-        return float("nan")
+        return None
     labels = np.r_[np.zeros(negatives.size, bool), np.ones(positives.size, bool)]
-    return image_auroc(labels, np.r_[negatives, positives])
+    return _pixel_ranking(labels, np.r_[negatives, positives])["auroc"]
 
 
 def localization_split(maps, masks, labels, types) -> list[dict]:
@@ -145,8 +146,8 @@ def localization_split(maps, masks, labels, types) -> list[dict]:
                      when the map is raised over the whole defective image (image AUROC gains, pixel AUROC loses)
         within       its defect pixels against the rest of the same images: whether the map points at the defect
 
-    maps (N, H, W), masks (N, H, W), labels (N,) 0/1, types (N,) -> a row per type (by name), then "all"; NaN where
-    a type has no defect pixel (MTD and MVTec AD have defective images with empty masks).
+    maps (N, H, W), masks (N, H, W), labels (N,) 0/1, types (N,) -> a row per type (by name), then "all"; None
+    where a type has no defect pixel (MTD and MVTec AD have defective images with empty masks), so a row is JSON.
     """
     masks, maps = _pixels(masks, maps)
     labels, types = np.asarray(labels), np.asarray(types)
@@ -161,7 +162,7 @@ def localization_split(maps, masks, labels, types) -> list[dict]:
             "defect_type": str(defect),
             "images": int(sel.sum()),
             "share": float(m.sum() / max(total, 1)),
-            "pixel_auroc": pixel_auroc(masks[sel | normal], maps[sel | normal]) if m.any() else float("nan"),
+            "pixel_auroc": pixel_auroc(masks[sel | normal], maps[sel | normal]) if m.any() else None,
             "background": _auroc_above(good, s[~m]),
             "within": _auroc_above(s[~m], s[m]),
         })  # fmt: skip

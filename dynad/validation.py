@@ -234,10 +234,9 @@ def validate(pipe, val: ValidationSet, train_images: torch.Tensor, progress: boo
     report["threshold"] = f1_threshold(val.labels, scores)
     report["normalization"] = "train" if norm is not None else "validation set"
     report["autoencoder_psnr"] = autoencoder_psnr(pipe, train_images)
-    # Per family: is the map raised over the pasted image, or at the pseudo-defect? (None: no defect pixel)
-    split = metrics.localization_split(maps.numpy(), val.masks.numpy(), val.labels, np.array(val.families))
-    report["localization"] = [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
-                              for row in split]  # fmt: skip
+    # Per family: is the map raised over the pasted image, or at the pseudo-defect?
+    families = np.array(val.families)
+    report["localization"] = metrics.localization_split(maps.numpy(), val.masks.numpy(), val.labels, families)
     report["warning"] = diagnosis(report)
     return report
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from dynad import metrics
 from dynad.report import tables
@@ -35,12 +36,14 @@ def test_raised_image_and_pointed_defect():
 
 
 def test_raised_image_without_localization():
-    """A map raised uniformly over the defective image: image-level evidence only, within is exactly chance."""
+    """A map raised uniformly over the defective image: image-level evidence only, within is at chance."""
     maps, masks, labels, types = _case(defect_raise=0.0)
     table = tables.localization_split(maps, masks, labels, types).set_index("defect_type")
     assert table.loc["a", "background"] == 1.0
     a_maps, a_masks = maps[2:4], masks[2:4]
-    assert table.loc["a", "within"] == pytest.approx(metrics._auroc_above(a_maps[~a_masks], a_maps[a_masks]))
+    inside, outside = a_maps[a_masks], a_maps[~a_masks]  # scikit-learn as the independent reference
+    expected = roc_auc_score(np.r_[np.zeros(outside.size), np.ones(inside.size)], np.r_[outside, inside])
+    assert table.loc["a", "within"] == pytest.approx(expected, abs=1e-12)
     assert 0.25 < table.loc["a", "within"] < 0.75
     # the pooled row is the run's own pixel AUROC over every test image
     assert table.loc["all", "pixel_auroc"] == pytest.approx(metrics.pixel_auroc(masks, maps))

@@ -267,7 +267,8 @@ def category_metrics(eval_dir: str | Path) -> pd.DataFrame:
 
 
 def localization_split(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, types: np.ndarray) -> pd.DataFrame:
-    """`metrics.localization_split` as a table, the defect types in `defect_order` and "all" last (fractions)."""
+    """`metrics.localization_split` as a table, the defect types in `defect_order` and "all" last (fractions; NaN
+    where a type has no defect pixel)."""
     df = pd.DataFrame(mt.localization_split(maps, masks, labels, types))
     order = [*defect_order(df.defect_type[df.defect_type != "all"]), "all"]
     return df.set_index("defect_type").loc[order].reset_index()
