@@ -277,12 +277,12 @@ def localization_split(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, 
 def localization_table(eval_dir: str | Path) -> pd.DataFrame:
     """`localization_split` of one run's test maps (eval_dir/maps.npz, per_image.csv)."""
     eval_dir = Path(eval_dir)
-    rows = pd.read_csv(eval_dir / "per_image.csv")
+    rows = pd.read_csv(eval_dir / "per_image.csv", keep_default_na=False)  # a defect type may be called "NA"
     with np.load(eval_dir / "maps.npz") as z:
         maps, masks = z["anomaly_map"].astype(np.float32), z["gt_mask"]
     if len(rows) != len(maps):
         raise ValueError(f"{eval_dir}: per_image.csv has {len(rows)} rows but maps.npz {len(maps)} maps")
-    return localization_split(maps, masks, rows.label.to_numpy(), rows.defect_type.astype(str).to_numpy())
+    return localization_split(maps, masks, rows.label.to_numpy(), rows.defect_type.to_numpy())
 
 
 def peers_table(eval_dir: str | Path) -> pd.DataFrame:
