@@ -8,8 +8,8 @@ r"""Does the validation set rank settings the way the test set does? A diagnosis
 on real defects than on the pseudo-defects, the question is whether the choice or the models are at fault. This
 script fits (or reloads) the preset's models once and scores every point of a grid twice: on the validation set as
 `dynad tune` does (training statistics) and on the test set as `dynad run` does. It writes <out>.csv (a row per
-point, with each test defect type's pixel AUROC) and <out>.md (the validation choice, the best test row, and the
-Spearman rank correlation of the two objectives).
+point, with each test defect type's image and pixel AUROC) and <out>.md (the validation choice, the best test row,
+and the Spearman rank correlation of the two objectives).
 
 The test columns say what each setting would have scored. They are for diagnosis only: no preset reads them, and
 choosing a setting by them would make its test number meaningless.
@@ -39,12 +39,14 @@ GRID = {"dic.t_max": [10, 40, 160, 320], "reconstruction.eta": [0.0, 4.0], "anom
         "anomaly_map.sigma": [4.0, 12.0, 24.0]}  # fmt: skip
 
 
-def pixel_auroc_by_type(rows: pd.DataFrame, masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
-    """Pixel AUROC of each defect type's images together with the normal ones."""
+def auroc_by_type(rows: pd.DataFrame, scores: np.ndarray, masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
+    """Image and pixel AUROC of each defect type's images together with the normal ones."""
     out = {}
     normal = (rows.label == 0).to_numpy()
+    labels = rows.label.to_numpy()
     for defect in sorted(rows.defect_type[rows.label == 1].unique()):
         sel = normal | (rows.defect_type == defect).to_numpy()
+        out[f"test_image_{defect}"] = metrics.image_auroc(labels[sel], scores[sel])
         out[f"test_pixel_{defect}"] = metrics.pixel_auroc(masks[sel], maps[sel])
     return out
 
@@ -79,14 +81,15 @@ def main() -> None:
             maps_val = v.anomaly_maps(res_val["latent_map"], res_val["feature_map"], variant.train_normalization)
             mv, _ = validation.evaluate_maps(val, res_val["latent_map"], res_val["feature_map"], maps_val)
             maps_test = v.evaluation_maps(res_test["latent_map"], res_test["feature_map"])
-            ti = metrics.image_auroc(test["labels"], image_scores(maps_test).numpy())
+            scores_test = image_scores(maps_test).numpy()
+            ti = metrics.image_auroc(test["labels"], scores_test)
             maps_test = maps_test.numpy()[:, :: args.stride, :: args.stride]
             tp = metrics.pixel_auroc(test_masks, maps_test)
             rows.append({"t_max": int(t_max), "eta": eta, "lam": lam, "sigma": sigma,
                          "val_image_auroc": mv["image_auroc"], "val_pixel_auroc": mv["pixel_auroc"],
                          "val_objective": (mv["image_auroc"] + mv["pixel_auroc"]) / 2,
                          "test_image_auroc": ti, "test_pixel_auroc": tp, "test_objective": (ti + tp) / 2,
-                         **pixel_auroc_by_type(test["rows"], test_masks, maps_test)})  # fmt: skip
+                         **auroc_by_type(test["rows"], scores_test, test_masks, maps_test)})  # fmt: skip
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out.with_suffix(".csv"), "w") as f:
@@ -101,14 +104,15 @@ def main() -> None:
     text = [
         f"# Validation against test: `{args.preset}` on {args.dataset}/{args.category} (diagnosis, not a choice)\n",
         f"`python benchmarks/validation_vs_test.py --preset {args.preset} --dataset {args.dataset} --category "
-        f"{args.category} --models … {overrides}`: {time.perf_counter() - t0:.0f} s at {cfg.threads} threads, commit "
-        f"{git_commit()}. Test pixel AUROC on every {args.stride}-th row and column.\n",
+        f"{args.category} --models … {overrides}`: {time.perf_counter() - t0:.0f} s, threads {cfg.threads}, commit "
+        f"{git_commit()}. Test pixel AUROC on one row and column in {args.stride}.\n",
         f"- Spearman rank correlation of the validation and test objectives over {len(table)} points: **{rho:.2f}**",
         f"- validation's choice: {setting(chosen)} -> validation {chosen.val_image_auroc:.3f} / "
         f"{chosen.val_pixel_auroc:.3f}, test {chosen.test_image_auroc:.3f} / {chosen.test_pixel_auroc:.3f}",
         f"- best test objective: {setting(best)} -> test {best.test_image_auroc:.3f} / {best.test_pixel_auroc:.3f} "
         f"(validation {best.val_image_auroc:.3f} / {best.val_pixel_auroc:.3f})",
-        f"- best test pixel AUROC anywhere in the grid: **{best_pixel.test_pixel_auroc:.3f}** ({setting(best_pixel)})\n",
+        f"- best test pixel AUROC anywhere in the grid: **{best_pixel.test_pixel_auroc:.3f}** "
+        f"({setting(best_pixel)})\n",
         "AUROCs in percent, sorted by the validation objective:\n",
         to_markdown(table.sort_values("val_objective", ascending=False).assign(**{c: table[c] * 100 for c in scores})),
     ]
