@@ -49,3 +49,12 @@ def test_summary_tabulates_every_surface(bench, tmp_path):
     assert rows[-1] == "| mean of the 2 unseen textures | **0.900 / 0.970 / 0.900** | | | | | |"  # mtd is not one
     assert rows[-3] == ("| gravel | **0.850 / 0.960 / 0.900** | 0.70 / 0.80 / 0.90 / 1.00 | 0.990 / 0.980 / 0.970 | "
                         "0.800 | 1.000 / 0.950 | 1.5 |")  # fmt: skip
+
+
+def test_a_surface_without_its_data_is_named_and_skipped(bench, tmp_path, monkeypatch, capsys):
+    assert bench.missing("mtd", tmp_path) == f"{tmp_path}: no Magnetic Tile data (MT_Free/ missing); pass --mtd"
+    assert bench.missing("gravel", tmp_path) is None  # scikit-image is a dev dependency: its photograph is there
+    monkeypatch.setattr("sys.argv", ["real_surface.py", "--surface", "mtd", "--mtd", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no surface to measure"):
+        bench.main()
+    assert "skipping mtd" in capsys.readouterr().out
