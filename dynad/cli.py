@@ -96,7 +96,12 @@ def _tune(args: argparse.Namespace) -> int:
         return 2
     grid = parse_grid(args.grid)
     root = ensure_data(args.dataset, Path(args.root).resolve() if args.root else default_synthetic_root())
-    best = tune(cfg, args.dataset, root, args.category, args.out, models_dir=args.models, grid=grid)
+    try:
+        best = tune(cfg, args.dataset, root, args.category, args.out, models_dir=args.models, grid=grid,
+                    budget_minutes=args.budget_minutes)  # fmt: skip
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in best.items()}))
     print(f"every grid point in {args.out / 'tune.csv'}; the chosen preset in {args.out / 'tuned.yaml'}")
     return 0
@@ -194,15 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run-images", type=int, default=2, help="test images inferred by the dry run (default: 2)")
     r.set_defaults(func=_run)
 
-    t = sub.add_parser("tune", help="choose T_max, eta, lambda and sigma on validation pseudo-defects (no test labels)")
-    t.add_argument("--preset", default="cpu", help="the preset to start from (its training settings are kept)")
+    t = sub.add_parser("tune", help="choose T_max, eta, lambda, sigma and training settings on validation "
+                                    "pseudo-defects (no test labels)")  # fmt: skip
+    t.add_argument("--preset", default="cpu", help="the preset to start from (its training settings are kept "
+                                                   "unless a --grid axis names one)")  # fmt: skip
     t.add_argument("--dataset", choices=DATASETS, default="synthetic")
     t.add_argument("--root", help="data set folder")
     t.add_argument("--category", required=True)
     t.add_argument("--out", type=Path, required=True, help="output folder: tune.csv, tuned.yaml, models/")
     t.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
     t.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="replace one axis of the grid, e.g. dic.t_max=40,80 (repeatable)")
+                   help="replace one axis of the grid, e.g. dic.t_max=40,80 (repeatable); any other config key is a "
+                        "training setting, fitted once per value: denoiser.epochs=60,120, autoencoder.source=taef2,"
+                        "train, 'denoiser.block_out_channels=[32,64,64],[64,128,128]'")
+    t.add_argument("--budget-minutes", type=float, metavar="M",
+                   help="a training setting whose fit takes longer than M minutes is scored and listed but not chosen")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     t.set_defaults(func=_tune)
 

@@ -1,10 +1,15 @@
-"""`dynad tune`: choose the inference settings on the validation pseudo-defects, never on a test set.
+"""`dynad tune`: choose settings on the validation pseudo-defects, never on a test set.
 
-    pipe, train, _ = fit_pipeline(cfg, ...)                 trains once (the training settings are the preset's)
-    for T_max, eta in grid:                                  reconstruct the validation images at each pair
-        for lam, sigma in grid:                              re-combine the same raw maps (no new inference)
-            objective = mean(validation image AUROC, validation pixel AUROC)
+    for training setting in grid:                            any other config key, e.g. denoiser.epochs=60,120
+        pipe, train, _ = fit_pipeline(cfg + setting, ...)    trains (or reuses) that setting's models; timed
+        for T_max, eta in grid:                              reconstruct the validation images at each pair
+            for lam, sigma in grid:                          re-combine the same raw maps (no new inference)
+                objective = mean(validation image AUROC, validation pixel AUROC)
     -> tune.csv (every row), tuned.yaml (the preset with the best row's settings; its header says how it was chosen)
+
+With a time budget, a training setting whose fit took longer is scored and listed but not chosen. Models reused
+from --models count only their loading time, so a budget judges training time in a fresh models folder (the
+default, OUT/models).
 
 T_max and eta are chosen together: from the noiseless start the first guided step scales the predicted noise by
 1 - eta (1 - abar_t) (METHOD.md section 8), so which eta repairs depends on T_max. Maps are normalised with
@@ -14,6 +19,7 @@ training statistics, as a new image is scored.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from dynad import validation
-from dynad.config import ConfigError, ExperimentConfig, load_preset, preset_path
+from dynad.config import ConfigError, ExperimentConfig, apply_overrides, load_preset, preset_path
 from dynad.experiment import fit_pipeline
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write
@@ -43,11 +49,12 @@ def kernel_size(sigma: float) -> int:
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """`--grid KEY=V1,V2` arguments -> {KEY: [V1, V2]}, each value read as YAML (10 an int, 0.5 a float)."""
+    """`--grid KEY=V1,V2` arguments -> {KEY: [V1, V2]}, each value read as YAML (10 an int, 0.5 a float, [64,128]
+    a list: commas inside brackets do not split)."""
     grid = {}
     for item in items:
         key, _, values = item.partition("=")
-        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+        grid[key] = [yaml.safe_load(v) for v in re.split(r",(?![^\[]*\])", values)]
     return grid
 
 
@@ -65,22 +72,56 @@ def tune(
     out: str | Path,
     models_dir: str | Path | None = None,
     grid: dict[str, list[Any]] | None = None,
+    budget_minutes: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fit once, score every grid point on the validation set, write tune.csv and tuned.yaml; returns the best row."""
+    """Fit each training setting, score every grid point on the validation set, write tune.csv and tuned.yaml;
+    returns the best row among the settings that trained within `budget_minutes` (all when None)."""
     grid = {**DEFAULT_GRID, **(grid or {})}
-    unknown = set(grid) - set(_INFERENCE_KEYS) - set(_MAP_KEYS)
-    if unknown:
-        raise ValueError(f"dynad tune searches {', '.join(_INFERENCE_KEYS + _MAP_KEYS)}; not {', '.join(sorted(unknown))}")
+    training_keys = [k for k in grid if k not in _INFERENCE_KEYS + _MAP_KEYS]
+    settings = [dict(zip(training_keys, values)) for values in itertools.product(*(grid[k] for k in training_keys))]
+    for setting in settings:
+        apply_overrides(cfg, setting)  # an unknown key or a wrong type fails here, before any training
     if cfg.validation.fraction <= 0:
         raise ValueError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    pipe, train, _ = fit_pipeline(cfg, dataset, root, category, models_dir or out / "models", progress)
-    fit_seconds = time.perf_counter() - t0
+    rows, fit_seconds = [], []
+    for i, setting in enumerate(settings):
+        if training_keys and progress:
+            print(f"training setting {i + 1} of {len(settings)}: {setting}")
+        t0 = time.perf_counter()
+        pipe, train, _ = fit_pipeline(apply_overrides(cfg, setting), dataset, root, category,
+                                      models_dir or out / "models", progress)  # fmt: skip
+        fit_seconds.append(time.perf_counter() - t0)
+        within = budget_minutes is None or fit_seconds[-1] <= 60 * budget_minutes
+        for row in _score_inference_grid(pipe, train, grid, progress):
+            rows.append({**{k: _cell(v) for k, v in setting.items()}, **row, "setting": i,
+                         "fit_seconds": round(fit_seconds[-1], 1), "within_budget": within})  # fmt: skip
+    table = pd.DataFrame(rows).sort_values("objective", ascending=False, kind="stable").reset_index(drop=True)
+    with atomic_write(out / "tune.csv", "w") as f:
+        table.drop(columns="setting").to_csv(f, index=False)
+    eligible = table[table.within_budget]
+    if eligible.empty:
+        raise ValueError(f"no training setting trained within {budget_minutes} min (the fastest took "
+                         f"{min(fit_seconds) / 60:.1f} min); every row is in {out / 'tune.csv'}")  # fmt: skip
+    best = eligible.iloc[0].to_dict()
+    chosen = {**settings[best.pop("setting")], **{k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}}
+    chosen["anomaly_map.kernel_size"] = kernel_size(best["anomaly_map.sigma"])
+    n_val = len(train["validation"].labels) // 2
+    write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", n_val, best["fit_seconds"],
+                       len(settings), budget_minutes)  # fmt: skip
+    return best
+
+
+def _cell(value: Any) -> Any:
+    """A training setting's value as a tune.csv cell (a list becomes its YAML text, e.g. [64, 128, 256])."""
+    return yaml.safe_dump(value, default_flow_style=True).strip() if isinstance(value, (list, tuple, dict)) else value
+
+
+def _score_inference_grid(pipe: DynAD, train: dict[str, Any], grid: dict[str, list[Any]], progress: bool):
+    """One fitted pipeline at every (T_max, eta, lambda, sigma) of the grid: a row per point."""
     val = train["validation"]
-    rows = []
     outer = list(itertools.product(*(grid[k] for k in _INFERENCE_KEYS)))
     for values in tqdm(outer, desc="tune (T_max, eta)", disable=not progress):
         variant = pipe.with_overrides(dict(zip(_INFERENCE_KEYS, values)))
@@ -90,23 +131,23 @@ def tune(
             v = with_map_settings(variant, lam, sigma)
             maps = v.anomaly_maps(res["latent_map"], res["feature_map"], variant.train_normalization)
             m, _ = validation.evaluate_maps(val, res["latent_map"], res["feature_map"], maps)
-            rows.append({**dict(zip(_INFERENCE_KEYS, values)), "anomaly_map.lam": lam, "anomaly_map.sigma": sigma,
-                         "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"],
-                         "objective": (m["image_auroc"] + m["pixel_auroc"]) / 2})  # fmt: skip
-    table = pd.DataFrame(rows).sort_values("objective", ascending=False, kind="stable").reset_index(drop=True)
-    with atomic_write(out / "tune.csv", "w") as f:
-        table.to_csv(f, index=False)
-    best = table.iloc[0].to_dict()
-    chosen = {k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}
-    chosen["anomaly_map.kernel_size"] = kernel_size(best["anomaly_map.sigma"])
-    write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", len(val.labels) // 2, fit_seconds)
-    return best
+            yield {**dict(zip(_INFERENCE_KEYS, values)), "anomaly_map.lam": lam, "anomaly_map.sigma": sigma,
+                   "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"],
+                   "objective": (m["image_auroc"] + m["pixel_auroc"]) / 2}  # fmt: skip
 
 
 def write_tuned_preset(
-    cfg: ExperimentConfig, chosen: dict[str, Any], best: dict[str, Any], path: Path, data: str, n_val: int, fit_s: float
+    cfg: ExperimentConfig,
+    chosen: dict[str, Any],
+    best: dict[str, Any],
+    path: Path,
+    data: str,
+    n_val: int,
+    fit_s: float,
+    n_settings: int = 1,
+    budget_minutes: float | None = None,
 ) -> None:
-    """The preset that `cfg` came from, with the chosen settings written in, and a header saying how they were chosen."""
+    """The preset that `cfg` came from, with the chosen settings written in; its header says how they were chosen."""
     try:
         base = yaml.safe_load(preset_path(cfg.preset).read_text()) or {}
         preset_cfg = load_preset(cfg.preset).to_dict()
@@ -121,13 +162,22 @@ def write_tuned_preset(
         elif fields != preset_cfg.get(section) and section != "preset":
             base[section] = fields
     for key, value in chosen.items():
-        section, field = key.split(".")
-        v = value.item() if hasattr(value, "item") else value
-        base.setdefault(section, {})[field] = int(v) if float(v).is_integer() and field in ("t_max", "kernel_size") else float(v)
+        *sections, field = key.split(".")
+        node = base
+        for section in sections:
+            node = node.setdefault(section, {})
+        v = value.item() if hasattr(value, "item") else value  # a numpy scalar from the table
+        if key in _INFERENCE_KEYS + _MAP_KEYS + ("anomaly_map.kernel_size",):
+            v = int(v) if field in ("t_max", "kernel_size") else float(v)
+        node[field] = list(v) if isinstance(v, tuple) else v
+    trained = f"Training took {fit_s:.0f} s."
+    if n_settings > 1:
+        budget = f", a budget of {budget_minutes:g} min each" if budget_minutes is not None else ""
+        trained = f"Training the chosen one of {n_settings} training settings{budget} took {fit_s:.0f} s."
     header = (
         f"# Chosen by `dynad tune` on {data}: validation pseudo-defects on {n_val} held-out training images\n"
         f"# (no test label read). Best of the grid in tune.csv: validation image AUROC {best['image_auroc']:.4f}, "
-        f"pixel AUROC {best['pixel_auroc']:.4f}.\n# Tuned: {', '.join(chosen)}. Training took {fit_s:.0f} s.\n"
+        f"pixel AUROC {best['pixel_auroc']:.4f}.\n# Tuned: {', '.join(chosen)}.\n# {trained}\n"
     )
     with atomic_write(path, "w") as f:
         f.write(header + yaml.safe_dump(base, sort_keys=False))

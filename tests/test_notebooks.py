@@ -32,7 +32,11 @@ STEMS = (
     "05_ablations",
     "06_paper_tables_and_figures",
     "07_step_size_explorer",
+    "08_tune_on_validation",
 )
+# A training axis (the tiny preset's 20 denoiser epochs against 4) beside two T_max and two sigma.
+TUNE_GRID = {"dic.t_max": [20, 60], "reconstruction.eta": [0.0], "anomaly_map.lam": [1.0],
+             "anomaly_map.sigma": [1.0, 2.0], "denoiser.epochs": [4, 20]}  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -95,6 +99,8 @@ def executed(tmp_path_factory: pytest.TempPathFactory, shared_data, one_thread) 
     per_notebook = {stem: params for stem in STEMS[:6]}
     per_notebook[STEMS[6]] = {"runs_dir": str(runs), "results_dir": str(results), "preset": "tiny"}
     per_notebook[STEMS[7]] = {"run_dir": str(run_dir), "interactive": False}
+    per_notebook[STEMS[8]] = {**{k: params[k] for k in ("dataset", "root", "category", "run_dir", "models_dir")},
+                              "preset": "tiny", "threads": 1, "grid": TUNE_GRID}  # fmt: skip
     (base / "executed").mkdir()
     before = tree(NOTEBOOKS)
     for stem, p in per_notebook.items():
@@ -239,6 +245,20 @@ def test_06_tables_and_figures(executed: dict) -> None:
     assert all(r["config_hash"] and r["seed"] == 0 for r in manifest["runs"])
     timings = pd.read_csv(res / "timings.csv")
     assert "inference" in set(timings.stage)
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_08_tune_writes_every_grid_point_and_a_runnable_preset(executed: dict) -> None:
+    out = executed["run_dir"] / "tune"
+    table = pd.read_csv(out / "tune.csv")
+    assert len(table) == 8 and sorted(set(table["denoiser.epochs"])) == [4, 20]
+    assert table.objective.is_monotonic_decreasing and table.within_budget.all()
+    cfg = load_preset(out / "tuned.yaml")
+    best = table.iloc[0]
+    assert (cfg.denoiser.epochs, cfg.dic.t_max, cfg.anomaly_map.sigma) == (
+        best["denoiser.epochs"], best["dic.t_max"], best["anomaly_map.sigma"])
+    assert_png(out / "tune_grid.png")
 
 
 @pytest.mark.slow

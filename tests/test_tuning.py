@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dynad.config import load_preset
+from dynad.cli import main
+from dynad.config import ConfigError, load_preset
 from dynad.tuning import kernel_size, parse_grid, tune
 
 GRID = {"dic.t_max": [20, 60], "reconstruction.eta": [0.0], "anomaly_map.lam": [0.5, 1.0], "anomaly_map.sigma": [2.0]}
@@ -29,6 +30,48 @@ def test_grid_arguments_are_read_as_dynad_tune_reads_them():
     grid = parse_grid(["dic.t_max=10,40", "anomaly_map.lam=0.5,1", "reconstruction.eta=4"])
     assert grid == {"dic.t_max": [10, 40], "anomaly_map.lam": [0.5, 1], "reconstruction.eta": [4]}
     assert [type(v) for v in grid["anomaly_map.lam"]] == [float, int]  # YAML, so T_max stays an int
+
+
+def test_a_list_valued_grid_axis_keeps_its_commas():
+    grid = parse_grid(["denoiser.block_out_channels=[32,64],[64, 128]", "autoencoder.source=taef2,train"])
+    assert grid == {"denoiser.block_out_channels": [[32, 64], [64, 128]], "autoencoder.source": ["taef2", "train"]}
+
+
+def test_a_training_axis_fits_each_setting_and_the_tuned_preset_keeps_the_chosen_one(shared_data, tmp_path, one_thread):
+    root, models = shared_data
+    grid = {**GRID, "dic.t_max": [20], "anomaly_map.lam": [1.0], "denoiser.epochs": [4, 20]}
+    best = tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=models, grid=grid, progress=False)
+    table = pd.read_csv(tmp_path / "tune.csv")
+    assert sorted(table["denoiser.epochs"]) == [4, 20] and table.within_budget.all()
+    assert (table.fit_seconds > 0).all()
+    assert table.objective.nunique() == 2  # two trained denoisers, not one scored twice
+    assert best["denoiser.epochs"] == table["denoiser.epochs"].iloc[0]
+    tuned = (tmp_path / "tuned.yaml").read_text()
+    assert load_preset(tmp_path / "tuned.yaml").denoiser.epochs == best["denoiser.epochs"]
+    assert "Training the chosen one of 2 training settings took" in tuned
+    with pytest.raises(ValueError, match="no training setting trained within 0 min"):
+        tune(load_preset("tiny"), "synthetic", root, "board", tmp_path / "b", models_dir=models, grid=grid,
+             budget_minutes=0, progress=False)  # fmt: skip
+    assert len(pd.read_csv(tmp_path / "b" / "tune.csv")) == 2  # every row kept, none chosen
+
+
+def test_dynad_tune_says_when_no_training_setting_fits_the_budget(shared_data, tmp_path, one_thread, capsys):
+    root, models = shared_data
+    argv = ["tune", "--preset", "tiny", "--root", str(root), "--category", "board", "--out", str(tmp_path),
+            "--models", str(models), "--grid", "dic.t_max=20", "--grid", "reconstruction.eta=0", "--grid",
+            "anomaly_map.lam=1", "--grid", "anomaly_map.sigma=2", "--grid", "denoiser.epochs=4",
+            "--budget-minutes", "0"]  # fmt: skip
+    assert main(argv) == 2
+    assert "error: no training setting trained within 0.0 min" in capsys.readouterr().err
+    assert (tmp_path / "tune.csv").is_file() and not (tmp_path / "tuned.yaml").exists()
+
+
+def test_an_unknown_training_key_fails_before_any_training(shared_data, tmp_path):
+    root, models = shared_data
+    with pytest.raises(ConfigError, match="unknown config key denoiser.epoch"):
+        tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=tmp_path / "models",
+             grid={"denoiser.epoch": [1, 2]}, progress=False)  # fmt: skip
+    assert not (tmp_path / "models").exists()
 
 
 def test_tune_scores_every_grid_point_and_writes_the_best_as_a_preset(tuned):
