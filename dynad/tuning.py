@@ -79,6 +79,8 @@ def tune(
     returns the best row among the settings that trained within `budget_minutes` (all when None)."""
     grid = {**DEFAULT_GRID, **(grid or {})}
     training_keys = [k for k in grid if k not in _INFERENCE_KEYS + _MAP_KEYS]
+    if any(k.startswith("validation.") for k in training_keys):
+        raise ValueError("dynad tune cannot search validation.*: those settings make the set that judges the grid")
     settings = [dict(zip(training_keys, values)) for values in itertools.product(*(grid[k] for k in training_keys))]
     for setting in settings:
         apply_overrides(cfg, setting)  # an unknown key or a wrong type fails here, before any training
@@ -172,8 +174,8 @@ def write_tuned_preset(
         node[field] = list(v) if isinstance(v, tuple) else v
     trained = f"Training took {fit_s:.0f} s."
     if n_settings > 1:
-        budget = f", a budget of {budget_minutes:g} min each" if budget_minutes is not None else ""
-        trained = f"Training the chosen one of {n_settings} training settings{budget} took {fit_s:.0f} s."
+        budget = f" (a budget of {budget_minutes:g} min each)" if budget_minutes is not None else ""
+        trained = f"{n_settings} training settings were fitted{budget}; the chosen one took {fit_s:.0f} s."
     header = (
         f"# Chosen by `dynad tune` on {data}: validation pseudo-defects on {n_val} held-out training images\n"
         f"# (no test label read). Best of the grid in tune.csv: validation image AUROC {best['image_auroc']:.4f}, "

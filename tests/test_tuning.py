@@ -48,7 +48,7 @@ def test_a_training_axis_fits_each_setting_and_the_tuned_preset_keeps_the_chosen
     assert best["denoiser.epochs"] == table["denoiser.epochs"].iloc[0]
     tuned = (tmp_path / "tuned.yaml").read_text()
     assert load_preset(tmp_path / "tuned.yaml").denoiser.epochs == best["denoiser.epochs"]
-    assert "Training the chosen one of 2 training settings took" in tuned
+    assert "2 training settings were fitted; the chosen one took" in tuned
     with pytest.raises(ValueError, match="no training setting trained within 0 min"):
         tune(load_preset("tiny"), "synthetic", root, "board", tmp_path / "b", models_dir=models, grid=grid,
              budget_minutes=0, progress=False)  # fmt: skip
@@ -72,6 +72,9 @@ def test_an_unknown_training_key_fails_before_any_training(shared_data, tmp_path
         tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=tmp_path / "models",
              grid={"denoiser.epoch": [1, 2]}, progress=False)  # fmt: skip
     assert not (tmp_path / "models").exists()
+    with pytest.raises(ValueError, match="cannot search validation"):  # the judge itself
+        tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, grid={"validation.seed": [0, 1]},
+             progress=False)  # fmt: skip
 
 
 def test_tune_scores_every_grid_point_and_writes_the_best_as_a_preset(tuned):
