@@ -175,12 +175,14 @@ def validation_check(report: dict[str, Any], path: str | Path, title: str = "") 
 
 def tune_grid(table: pd.DataFrame, path: str | Path) -> Path:
     """`dynad tune`'s tune.csv as heatmaps of the validation objective over T_max x sigma (the best over eta and
-    lambda in each cell), one panel per training setting; the chosen point (the best row within the budget) is boxed."""
+    lambda in each cell), one panel per training setting; the chosen point (the best row within the budget) is boxed.
+    """
     inference = ["dic.t_max", "reconstruction.eta", "anomaly_map.lam", "anomaly_map.sigma"]
     scores = ["image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget"]
     training = [c for c in table.columns if c not in inference + scores]
     groups = list(table.groupby(training, sort=False)) if training else [((), table)]
-    chosen = table[table.within_budget].sort_values("objective", ascending=False, kind="stable").iloc[0]
+    eligible = table[table.within_budget].sort_values("objective", ascending=False, kind="stable")
+    chosen = eligible.iloc[0] if len(eligible) else None  # none: every setting trained over the budget
     fig, axes = plt.subplots(1, len(groups), figsize=(0.9 + 3.3 * len(groups), 3.2), squeeze=False)
     for ax, (values, g) in zip(axes[0], groups):
         grid = g.pivot_table(index="dic.t_max", columns="anomaly_map.sigma", values="objective", aggfunc="max")
@@ -188,9 +190,9 @@ def tune_grid(table: pd.DataFrame, path: str | Path) -> Path:
         ax.imshow(grid.to_numpy(), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
         for (i, j), v in np.ndenumerate(grid.to_numpy()):
             ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w" if v < (lo + hi) / 2 else "k")
-        if all(chosen[c] == v for c, v in zip(training, np.atleast_1d(values))):
+        if chosen is not None and all(chosen[c] == v for c, v in zip(training, np.atleast_1d(values))):
             i, j = grid.index.get_loc(chosen["dic.t_max"]), grid.columns.get_loc(chosen["anomaly_map.sigma"])
-            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="tab:red", lw=2))
+            ax.add_patch(plt.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, ec="tab:red", lw=2.5))
         ax.set_xticks(range(len(grid.columns)), [f"{s:g}" for s in grid.columns])
         ax.set_yticks(range(len(grid.index)), [f"{t:g}" for t in grid.index])
         ax.set_xlabel("σ")

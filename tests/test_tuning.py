@@ -114,3 +114,14 @@ def test_the_diagnosis_scores_validation_exactly_as_tune_does(tuned, shared_data
     assert diag.test_pixel_auroc.nunique() > 1  # each setting really scored the test set anew
     text = (tmp_path / "vt.md").read_text()
     assert "Spearman" in text and "diagnosis, not a choice" in text
+
+
+def test_the_tune_figure_draws_a_table_whose_every_setting_is_over_budget(tmp_path):
+    from dynad.plots import tune_grid
+
+    table = pd.DataFrame({"denoiser.epochs": [4, 4, 20, 20], "dic.t_max": [20, 60] * 2, "reconstruction.eta": 0.0,
+                          "anomaly_map.lam": 1.0, "anomaly_map.sigma": 2.0, "image_auroc": [0.9, 1.0, 0.8, 0.7],
+                          "pixel_auroc": 0.9, "objective": [0.9, 0.95, 0.85, 0.8], "fit_seconds": [5.0, 5.0, 9.0, 9.0],
+                          "within_budget": False})  # fmt: skip
+    path = tune_grid(table, tmp_path / "grid.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
