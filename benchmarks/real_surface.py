@@ -105,9 +105,8 @@ def surface_photographs(surface: str, mtd: Path, work: Path) -> tuple[list[Path]
                          f"lowest {TEST_ROWS}")  # fmt: skip
 
 
-def measure(surface: str, args) -> dict:
+def measure(surface: str, args, commit: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"dynad-real-surface-{surface}-"))
-    commit = git_commit()  # before the run, which takes minutes
     t0 = time.perf_counter()
     photos, size, description = surface_photographs(surface, args.mtd, work)
     synthetic.on_photographs(photos, work / "data", surface, image_size=size)
@@ -170,8 +169,9 @@ def main() -> None:
         print(f"skipping {surface}: {why}")
     if len(skipped) == len(args.surface):
         raise SystemExit("no surface to measure")
+    commit = git_commit()  # once, before this batch rewrites the committed JSON files
     for surface in (s for s in args.surface if s not in skipped):
-        r = measure(surface, args)
+        r = measure(surface, args, commit)
         out = args.results / f"real_surface_{surface}.json"
         write_json(out, r)
         print(f"{surface}: image {r['image_auroc']:.4f} pixel {r['pixel_auroc']:.4f} PRO {r['pro']:.4f} "
