@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from dynad.config import load_preset
     from dynad.results import ensure_data
-    from dynad.tuning import parse_grid, tune
+    from dynad.tuning import TuneError, parse_grid, tune
 
     cfg = load_preset(args.preset, args.set)
     if args.root is None and args.dataset != "synthetic":
@@ -99,7 +99,7 @@ def _tune(args: argparse.Namespace) -> int:
     try:
         best = tune(cfg, args.dataset, root, args.category, args.out, models_dir=args.models, grid=grid,
                     budget_minutes=args.budget_minutes)  # fmt: skip
-    except ValueError as e:
+    except TuneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in best.items()}))

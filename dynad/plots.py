@@ -177,16 +177,16 @@ def tune_grid(table: pd.DataFrame, path: str | Path) -> Path:
     """`dynad tune`'s tune.csv as heatmaps of the validation objective over T_max x sigma (the best over eta and
     lambda in each cell), one panel per training setting; the chosen point (the best row within the budget) is boxed.
     """
-    inference = ["dic.t_max", "reconstruction.eta", "anomaly_map.lam", "anomaly_map.sigma"]
-    scores = ["image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget"]
-    training = [c for c in table.columns if c not in inference + scores]
+    from dynad.tuning import training_columns  # here: dynad.tuning imports the whole pipeline
+
+    training = training_columns(table)
     groups = list(table.groupby(training, sort=False)) if training else [((), table)]
     eligible = table[table.within_budget].sort_values("objective", ascending=False, kind="stable")
     chosen = eligible.iloc[0] if len(eligible) else None  # none: every setting trained over the budget
+    lo, hi = table.objective.min(), table.objective.max()  # one colour scale for every panel
     fig, axes = plt.subplots(1, len(groups), figsize=(0.9 + 3.3 * len(groups), 3.2), squeeze=False)
     for ax, (values, g) in zip(axes[0], groups):
         grid = g.pivot_table(index="dic.t_max", columns="anomaly_map.sigma", values="objective", aggfunc="max")
-        lo, hi = table.objective.min(), table.objective.max()
         ax.imshow(grid.to_numpy(), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
         for (i, j), v in np.ndenumerate(grid.to_numpy()):
             ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w" if v < (lo + hi) / 2 else "k")

@@ -42,6 +42,16 @@ DEFAULT_GRID: dict[str, list[Any]] = {
 }
 _INFERENCE_KEYS = ("dic.t_max", "reconstruction.eta")  # need new reconstructions
 _MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma")  # re-combine the same raw maps
+_SCORE_COLUMNS = ("image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget")
+
+
+class TuneError(ValueError):
+    """A tune that cannot choose: a grid it cannot search, no validation set, no setting within the budget."""
+
+
+def training_columns(table: pd.DataFrame) -> list[str]:
+    """The training settings' columns of a tune.csv table: every column that is neither a grid key nor a score."""
+    return [c for c in table.columns if c not in _INFERENCE_KEYS + _MAP_KEYS + _SCORE_COLUMNS]
 
 
 def kernel_size(sigma: float) -> int:
@@ -80,33 +90,31 @@ def tune(
     grid = {**DEFAULT_GRID, **(grid or {})}
     training_keys = [k for k in grid if k not in _INFERENCE_KEYS + _MAP_KEYS]
     if any(k.startswith("validation.") for k in training_keys):
-        raise ValueError("dynad tune cannot search validation.*: those settings make the set that judges the grid")
+        raise TuneError("dynad tune cannot search validation.*: those settings make the set that judges the grid")
     settings = [dict(zip(training_keys, values)) for values in itertools.product(*(grid[k] for k in training_keys))]
-    for setting in settings:
-        apply_overrides(cfg, setting)  # an unknown key or a wrong type fails here, before any training
+    configs = [apply_overrides(cfg, setting) for setting in settings]  # a wrong key or type fails before training
     if cfg.validation.fraction <= 0:
-        raise ValueError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
+        raise TuneError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, fit_seconds = [], []
-    for i, setting in enumerate(settings):
+    rows = []
+    for i, (setting, setting_cfg) in enumerate(zip(settings, configs)):
         if training_keys and progress:
             print(f"training setting {i + 1} of {len(settings)}: {setting}")
         t0 = time.perf_counter()
-        pipe, train, _ = fit_pipeline(apply_overrides(cfg, setting), dataset, root, category,
-                                      models_dir or out / "models", progress)  # fmt: skip
-        fit_seconds.append(time.perf_counter() - t0)
-        within = budget_minutes is None or fit_seconds[-1] <= 60 * budget_minutes
+        pipe, train, _ = fit_pipeline(setting_cfg, dataset, root, category, models_dir or out / "models", progress)
+        seconds = time.perf_counter() - t0
+        within = budget_minutes is None or seconds <= 60 * budget_minutes
         for row in _score_inference_grid(pipe, train, grid, progress):
             rows.append({**{k: _cell(v) for k, v in setting.items()}, **row, "setting": i,
-                         "fit_seconds": round(fit_seconds[-1], 1), "within_budget": within})  # fmt: skip
+                         "fit_seconds": round(seconds, 1), "within_budget": within})  # fmt: skip
     table = pd.DataFrame(rows).sort_values("objective", ascending=False, kind="stable").reset_index(drop=True)
     with atomic_write(out / "tune.csv", "w") as f:
         table.drop(columns="setting").to_csv(f, index=False)
     eligible = table[table.within_budget]
     if eligible.empty:
-        raise ValueError(f"no training setting trained within {budget_minutes} min (the fastest took "
-                         f"{min(fit_seconds) / 60:.1f} min); every row is in {out / 'tune.csv'}")  # fmt: skip
+        raise TuneError(f"no training setting trained within {budget_minutes} min (the fastest took "
+                        f"{table.fit_seconds.min() / 60:.1f} min); every row is in {out / 'tune.csv'}")  # fmt: skip
     best = eligible.iloc[0].to_dict()
     chosen = {**settings[best.pop("setting")], **{k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}}
     chosen["anomaly_map.kernel_size"] = kernel_size(best["anomaly_map.sigma"])
