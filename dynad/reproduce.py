@@ -112,17 +112,35 @@ class Outcome:
         return self.failed is None
 
 
+# jupyter_client's errors for a kernel that never answered its first request: no cell has run, so a new start is safe.
+KERNEL_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+KERNEL_START_ATTEMPTS = 2
+
+
+def _kernel_failed_to_start(e: BaseException) -> bool:
+    return isinstance(e, RuntimeError) and str(e).startswith(KERNEL_START_FAILURES)
+
+
 def execute(stem: str, output: Path, parameters: dict[str, Any], cwd: Path) -> None:
-    """Run notebooks/<stem>.ipynb with papermill (kernel python3 = this interpreter) and save it to `output`."""
+    """Run notebooks/<stem>.ipynb with papermill (kernel python3 = this interpreter) and save it to `output`.
+
+    A kernel that dies before it answers (seen under Ray on a loaded machine) is started once more."""
     import papermill
 
     logging.getLogger("papermill").setLevel(logging.WARNING)
     output.parent.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(notebooks_dir() / f"{stem}.ipynb"), str(output), parameters=parameters, kernel_name=KERNEL,
-        progress_bar=False, cwd=str(cwd), log_output=False,
-    )  # fmt: skip
+    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+        try:
+            papermill.execute_notebook(
+                str(notebooks_dir() / f"{stem}.ipynb"), str(output), parameters=parameters, kernel_name=KERNEL,
+                progress_bar=False, cwd=str(cwd), log_output=False,
+            )  # fmt: skip
+            return
+        except RuntimeError as e:
+            if attempt == KERNEL_START_ATTEMPTS or not _kernel_failed_to_start(e):
+                raise
+            print(f"{stem}: {e}; starting the kernel again", file=sys.stderr)
 
 
 def error_line(e: BaseException) -> str:

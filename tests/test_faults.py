@@ -363,3 +363,43 @@ def test_results_get_the_users_umask(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert run_folder.clean_stale_tmp(tmp_path) == []
+
+
+def _fake_papermill(monkeypatch, errors: list[BaseException]) -> list[str]:
+    """papermill.execute_notebook raising `errors` in turn, then writing its output; returns the calls' outputs."""
+    import papermill
+
+    calls: list[str] = []
+
+    def execute_notebook(_source, output, **_kw):
+        calls.append(output)
+        if errors:
+            raise errors.pop(0)
+        Path(output).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    return calls
+
+
+def test_a_kernel_that_dies_before_its_first_cell_is_started_once_more(tmp_path, monkeypatch, capsys):
+    from dynad.reproduce import execute
+
+    calls = _fake_papermill(monkeypatch, [RuntimeError("Kernel died before replying to kernel_info")])
+    execute("04_evaluate", tmp_path / "out" / "04.ipynb", {}, tmp_path / "run")
+    assert len(calls) == 2 and (tmp_path / "out" / "04.ipynb").is_file()
+    assert "starting the kernel again" in capsys.readouterr().err
+
+
+def test_a_kernel_that_never_starts_or_an_error_in_a_cell_is_not_retried(tmp_path, monkeypatch):
+    from dynad.reproduce import execute
+
+    died = lambda: RuntimeError("Kernel died before replying to kernel_info")  # noqa: E731
+    calls = _fake_papermill(monkeypatch, [died(), died(), died()])
+    with pytest.raises(RuntimeError, match="Kernel died"):
+        execute("04_evaluate", tmp_path / "04.ipynb", {}, tmp_path)
+    assert len(calls) == 2  # one retry, then the error is the category's
+
+    calls = _fake_papermill(monkeypatch, [RuntimeError("a cell raised this")])
+    with pytest.raises(RuntimeError, match="a cell raised this"):
+        execute("04_evaluate", tmp_path / "04.ipynb", {}, tmp_path)
+    assert len(calls) == 1
