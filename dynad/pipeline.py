@@ -269,11 +269,13 @@ class DynAD:
         t_hat: int | None = None,
         generator: torch.Generator | None = None,
         timings: dict[str, float] | None = None,
+        keep_latents: bool = False,
     ) -> dict:
         """One batch x (B, 3, S, S) in [-1, 1] -> per-image DIC values, reconstruction and raw maps (on the CPU).
 
         `t_hat` overrides DIC for every image (the explorer's slider and the fixed-step ablation). `timings`, when
         given, accumulates the seconds of each stage (encode, knn, denoise, decode, maps) for the benchmark.
+        `keep_latents` adds z0 and z0_hat (B, C, h, w), the latent map's inputs, for diagnoses.
         """
         clock = _StageClock(self.device, timings)
         x = x.to(self.device)
@@ -299,7 +301,10 @@ class DynAD:
             feats_hat = self.extractor(x_hat)
             lat = am.latent_map(z0, z0_hat, size, align).cpu()
             feat = am.feature_map(feats, feats_hat, self.cfg.features.map_layers, size, align).cpu()
-        return {"knn_distance": y, "bin": b, "t_hat": t, "reconstruction": x_hat.cpu(), "latent_map": lat, "feature_map": feat}
+        out = {"knn_distance": y, "bin": b, "t_hat": t, "reconstruction": x_hat.cpu(), "latent_map": lat, "feature_map": feat}
+        if keep_latents:
+            out["z0"], out["z0_hat"] = z0.cpu(), z0_hat.cpu()
+        return out
 
     def infer_all(self, images: torch.Tensor, progress: bool = True, keep_reconstructions: bool = False) -> dict:
         """`infer` over (N, 3, S, S) in batches; arrays concatenated.

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dynad import synthetic
+from dynad import metrics, synthetic
 from dynad.cli import main as cli_main
 from dynad.config import load_preset
 from dynad.experiment import RESULT_FILES, run_experiment
@@ -237,3 +237,48 @@ def test_reference_fidelity_run_matches_the_official_code(tiny_root, tmp_path):
     ours = reconstruct(pipe.unet, pipe.schedule, z0, t, pipe.cfg.reconstruction)
     theirs = official_code.dynamic_sampler(pipe.unet, z0, t_ref, pipe.cfg.reconstruction.eta, official_code.betas())
     assert (ours - theirs).abs().max() < 1e-5
+
+
+def _latent_channels_bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latent_channels.py"
+    spec = importlib.util.spec_from_file_location("latent_channels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latent_channels_split_finds_the_channel_that_points_at_the_defect():
+    """Channel 1 is raised exactly at the defect, channel 0 is noise: the best channel is 1 (within 100), the mean
+    is in between, and the worst is channel 0."""
+    bench = _latent_channels_bench()
+    rng = np.random.default_rng(0)
+    err = torch.from_numpy(rng.uniform(0, 1, (4, 2, 8, 8)).astype(np.float32))
+    masks = np.zeros((4, 8, 8), bool)
+    masks[2:, 2:6, 2:6] = True
+    err[:, 1] = 0.5 * torch.from_numpy(masks.astype(np.float32)) + 0.01 * err[:, 1]  # the mean overlaps
+    table = pd.DataFrame(bench.split_rows(err, masks, np.array([0, 0, 1, 1]), np.array(["good", "good", "d", "d"]), 8))
+    row = bench.summary(table).set_index("defect_type").loc["d"]
+    assert row["best channel"] == "1" and row["within, best channel"] == 100.0
+    channel0 = table[(table["map"] == "channel 0") & (table.defect_type == "d")].within.iloc[0]
+    assert row["within, worst channel"] == pytest.approx(100 * channel0, abs=0.05)
+    assert 100 * channel0 < row["within, channel mean"] < 100.0
+
+
+def test_latent_channels_mean_row_is_the_runs_latent_map(tiny_run):
+    """Reconstructed again from pipeline.pt, the mean over channels splits as the run's stored latent map does."""
+    out, _ = tiny_run
+    bench = _latent_channels_bench()
+    pipe = DynAD.load(out / "pipeline.pt")
+    rows = pd.read_csv(out / "per_image.csv", keep_default_na=False)
+    with np.load(out / "maps.npz") as z:
+        masks, stored = z["gt_mask"], z["latent_map"].astype(np.float32)
+    err = bench.channel_errors(pipe, list(rows.path), rows.t_hat.to_numpy())
+    assert err.shape[1] == pipe.codec.latent_channels
+    up = torch.nn.functional.interpolate(err.mean(dim=1, keepdim=True), size=masks.shape[-2:], mode="bilinear")[:, 0]
+    np.testing.assert_allclose(up.numpy(), stored, rtol=2e-3, atol=1e-3)  # maps.npz holds float16
+    table = pd.DataFrame(bench.split_rows(err, masks, rows.label.to_numpy(), rows.defect_type.to_numpy(), masks.shape[-1]))
+    mean = table[table["map"].str.startswith("mean")].set_index("defect_type")
+    expected = pd.DataFrame(metrics.localization_split(stored, masks, rows.label, rows.defect_type)).set_index("defect_type")
+    np.testing.assert_allclose(mean.within.astype(float), expected.within.astype(float), atol=2e-3)
