@@ -97,8 +97,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(Path(f"{out}.csv"), "w") as f:
         table.to_csv(f, index=False)
-    prov = json.loads((args.run / "metrics.json").read_text()).get("provenance", {}) if (
-        args.run / "metrics.json").is_file() else {}
+    metrics_file = args.run / "metrics.json"
+    prov = json.loads(metrics_file.read_text()).get("provenance", {}) if metrics_file.is_file() else {}
     note = (f"`python benchmarks/latent_channels.py {args.run}`, commit {git_commit()}, threads "
             f"{args.threads or pipe.cfg.threads}, {time.perf_counter() - t0:.0f} s. The run: preset "
             f"{prov.get('config', {}).get('preset')}, commit {prov.get('git_commit')}, {prov.get('created')}; "
