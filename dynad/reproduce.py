@@ -117,10 +117,6 @@ KERNEL_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel d
 KERNEL_START_ATTEMPTS = 2
 
 
-def _kernel_failed_to_start(e: BaseException) -> bool:
-    return isinstance(e, RuntimeError) and str(e).startswith(KERNEL_START_FAILURES)
-
-
 def execute(stem: str, output: Path, parameters: dict[str, Any], cwd: Path) -> None:
     """Run notebooks/<stem>.ipynb with papermill (kernel python3 = this interpreter) and save it to `output`.
 
@@ -138,7 +134,7 @@ def execute(stem: str, output: Path, parameters: dict[str, Any], cwd: Path) -> N
             )  # fmt: skip
             return
         except RuntimeError as e:
-            if attempt == KERNEL_START_ATTEMPTS or not _kernel_failed_to_start(e):
+            if attempt == KERNEL_START_ATTEMPTS or not str(e).startswith(KERNEL_START_FAILURES):
                 raise
             print(f"{stem}: {e}; starting the kernel again", file=sys.stderr)
 

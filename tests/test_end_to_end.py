@@ -18,6 +18,7 @@ from dynad.experiment import RESULT_FILES, run_experiment
 from dynad.pipeline import DynAD
 from dynad.reconstruction import reconstruct
 
+import benchmark_scripts
 import official_code
 
 pytestmark = pytest.mark.slow
@@ -239,20 +240,10 @@ def test_reference_fidelity_run_matches_the_official_code(tiny_root, tmp_path):
     assert (ours - theirs).abs().max() < 1e-5
 
 
-def _latent_channels_bench():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latent_channels.py"
-    spec = importlib.util.spec_from_file_location("latent_channels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_latent_channels_split_finds_the_channel_that_points_at_the_defect():
     """Channel 1 is raised exactly at the defect, channel 0 is noise: the best channel is 1 (within 100), the mean
     is in between, and the worst is channel 0."""
-    bench = _latent_channels_bench()
+    bench = benchmark_scripts.load("latent_channels")
     rng = np.random.default_rng(0)
     err = torch.from_numpy(rng.uniform(0, 1, (4, 2, 8, 8)).astype(np.float32))
     masks = np.zeros((4, 8, 8), bool)
@@ -269,7 +260,7 @@ def test_latent_channels_split_finds_the_channel_that_points_at_the_defect():
 def test_latent_channels_mean_row_is_the_runs_latent_map(tiny_run):
     """Reconstructed again from pipeline.pt, the mean over channels splits as the run's stored latent map does."""
     out, _ = tiny_run
-    bench = _latent_channels_bench()
+    bench = benchmark_scripts.load("latent_channels")
     pipe = DynAD.load(out / "pipeline.pt")
     rows = pd.read_csv(out / "per_image.csv", keep_default_na=False)
     with np.load(out / "maps.npz") as z:

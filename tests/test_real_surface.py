@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "real_surface.py"
+import benchmark_scripts
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("real_surface", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_scripts.load("real_surface")
 
 
 def test_texture_crops_split_the_photograph_without_a_shared_pixel(bench, tmp_path):

@@ -78,13 +78,9 @@ def test_one_call_per_step_equals_the_grouped_loop(tiny_unet, t_hat, cfg, drop_f
 
 def test_the_speed_benchmarks_grouped_variant_is_called_as_the_pipeline_calls_reconstruct(tiny_unet):
     """benchmarks/bench_vs_reference.py swaps its grouped loop in for `dynad.pipeline.reconstruct` ("before")."""
-    import importlib.util
-    from pathlib import Path
+    import benchmark_scripts
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_vs_reference.py"
-    spec = importlib.util.spec_from_file_location("bench_vs_reference", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_scripts.load("bench_vs_reference")
     sched, cfg, t_hat = NoiseSchedule(), ReconstructionConfig(eta=4.0), [5, 30, 3, 30]
     z0 = torch.randn(len(t_hat), 4, 8, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():  # positional, as DynAD.infer passes them

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import pytest
 from dynad.cli import main
 from dynad.config import ConfigError, load_preset
 from dynad.tuning import kernel_size, parse_grid, tune
+
+import benchmark_scripts
 
 GRID = {"dic.t_max": [20, 60], "reconstruction.eta": [0.0], "anomaly_map.lam": [0.5, 1.0], "anomaly_map.sigma": [2.0]}
 KEYS = ["t_max", "eta", "lam", "sigma"]
@@ -94,10 +95,7 @@ def test_the_diagnosis_scores_validation_exactly_as_tune_does(tuned, shared_data
     """benchmarks/validation_vs_test.py: its validation columns are tune's, beside the test set's on the same grid."""
     out, _ = tuned
     root, models = shared_data
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "validation_vs_test.py"
-    spec = importlib.util.spec_from_file_location("validation_vs_test", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_scripts.load("validation_vs_test")
     grid = [f"--grid={k}={','.join(map(str, v))}" for k, v in GRID.items()]
     argv = ["x", "--preset", "tiny", "--dataset", "synthetic", "--root", str(root), "--category", "board",
             "--models", str(models), "--out", str(tmp_path / "vt"), *grid]  # fmt: skip
