@@ -32,11 +32,13 @@ reproduce: $(STAMP)
 	$(BIN)/dynad reproduce --preset demo --threads $(DEMO_THREADS) --jobs $(DEMO_JOBS) --set ablations.variants=all
 
 # The browser test (tests/test_browser.py) drives Debian's chromium; it is installed here when missing (CI runs as root).
-# -rs: the reason of every skipped test is printed.
+# -rs: the reason of every skipped test is printed. Two workers (tests/conftest.py says how the files are grouped).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "!!! chromium could not be installed: tests/test_browser.py will SKIP !!!"
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py

@@ -1,6 +1,10 @@
 """Fixtures shared by the notebook, reproduce and explorer tests: one tiny synthetic set and one models folder per
-session (the tiny models train once), and one torch thread (on 2 shared cores, 2 threads each are several times
-slower)."""
+session (the tiny models train once per worker), and one torch thread (on 2 shared cores, 2 threads each are several
+times slower).
+
+`make test` runs the suite on two worker processes (pytest-xdist, `-n 2`): most of its time is spent
+waiting on notebook kernels and subprocesses, one core at a time. Each test file stays on one worker, so a module
+fixture is built once."""
 
 from __future__ import annotations
 
@@ -11,6 +15,22 @@ import pytest
 
 from dynad import synthetic
 from dynad.synthetic import SynthConfig
+
+# The two longest files start first, one on each worker; the others fill in around them.
+FIRST = ("test_notebooks", "test_reproduce")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.stem not in FIRST)  # stable: file order otherwise
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Work units are whole test files (xdist's `loadfile`), in collection order."""
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False  # xdist would otherwise start with the files that hold the most tests
+    return LoadFileScheduling(config, log)
+
 
 SYNTH = SynthConfig(image_size=64, n_train=24, n_test_good=4, n_test_per_defect=2, categories=("board",))
 

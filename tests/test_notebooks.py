@@ -108,8 +108,6 @@ def executed(tmp_path_factory: pytest.TempPathFactory, shared_data, one_thread) 
             str(NOTEBOOKS / f"{stem}.ipynb"), str(base / "executed" / f"{stem}.ipynb"), parameters=p,
             kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS),  # papermill --cwd notebooks
         )  # fmt: skip
-    # tests/test_reproduce.py compares its reproduction's tables with these (same notebooks, another runs folder).
-    (root.parent / "notebook_results.txt").write_text(str(results / "tiny"))
     return {"run_dir": run_dir, "results": results / "tiny", "executed": base / "executed", "params": params,
             "notebooks_before": before, "notebooks_after": tree(NOTEBOOKS)}  # fmt: skip
 
