@@ -24,6 +24,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.stem not in FIRST)  # stable: file order otherwise
 
 
+@pytest.hookimpl(optionalhook=True)  # a plain `pytest` without xdist runs the same files serially
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Work units are whole test files (xdist's `loadfile`), in collection order."""
     from xdist.scheduler import LoadFileScheduling

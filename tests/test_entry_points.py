@@ -1,11 +1,17 @@
 """The ways in agree on where things are and say clearly what is wrong: notebook paths resolve against the project
 root whatever the working folder, a mistyped synthetic root is an error (not a new data set), and `dynad --help`
-describes the tool with examples."""
+describes the tool with examples, and notebook 00 gives the numbers of `dynad run`."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import nbformat
+import numpy as np
 import pytest
 
 from dynad.cli import main as cli_main
@@ -14,6 +20,7 @@ from dynad.paths import default_synthetic_root, project_path, project_root
 from dynad.results import ensure_data
 
 REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
 
 
 def test_relative_paths_resolve_against_the_project_root_from_any_folder(monkeypatch, tmp_path: Path) -> None:
@@ -47,3 +54,41 @@ def test_help_has_a_description_examples_and_every_option_explained(capsys) -> N
     with pytest.raises(SystemExit):
         cli_main(["reproduce", "--help"])
     assert "--threads" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_notebook_00_and_dynad_run_agree_and_progress_is_visible(shared_data, tmp_path: Path) -> None:
+    """One thread count per run: notebook 00 (papermill CLI, kernel in notebooks/) and `dynad run`, each training from
+    scratch with threads=1 in a process whose OMP default is 2 threads, give the same numbers. Under papermill the
+    training's progress reaches the terminal (stderr) without --log-output, and the saved notebook keeps each bar's
+    final state as text (not an ipywidget frozen at 0 %)."""
+    root, _ = shared_data
+    # Without pytest's marker variable, which makes ipykernel skip its capture of the kernel's stderr.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    env.update(OMP_NUM_THREADS="2", PYTHONPATH=str(REPO))
+    nb_out = tmp_path / "00.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "00_quickstart.ipynb"), str(nb_out), "--cwd",
+           str(NOTEBOOKS), "-p", "preset", "tiny", "-p", "root", str(root), "-p", "run_dir", str(tmp_path / "nb"),
+           "-p", "threads", "1"]  # fmt: skip
+    pm = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert pm.returncode == 0, pm.stderr[-3000:]
+    cli = subprocess.run(
+        [sys.executable, "-m", "dynad.cli", "run", "--preset", "tiny", "--root", str(root), "--category", "board",
+         "--out", str(tmp_path / "cli"), "--threads", "1"], env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    a = json.loads((tmp_path / "nb" / "eval" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert a["threads"] == b["threads"] == 1 and a["provenance"]["config"]["threads"] == 1
+    for k in ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc"):
+        assert a[k] == b[k], k
+    with np.load(tmp_path / "nb" / "eval" / "maps.npz") as za, np.load(tmp_path / "cli" / "maps.npz") as zb:
+        assert all(np.array_equal(za[k], zb[k]) for k in ("anomaly_map", "latent_map", "feature_map"))
+    # Progress: in papermill's terminal, and in the saved notebook as text in its final state.
+    assert "denoiser: 100%" in pm.stderr and "autoencoder: 100%" in pm.stderr
+    nb = nbformat.read(nb_out, as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "denoiser: 100%" in text and "inference: 100%" in text
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
