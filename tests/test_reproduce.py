@@ -4,6 +4,8 @@ skips what is done, an interrupted run reruns only what is missing, and two repr
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -33,6 +35,14 @@ def _reproduce(env: dict, name: str, categories=("board",), **kw) -> int:
     )  # fmt: skip
 
 
+def _reproduce_quietly(env: dict, name: str, **kw) -> tuple[int, str]:
+    """`_reproduce` with what it prints captured: (exit code, output)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = _reproduce(env, name, **kw)
+    return rc, buf.getvalue()
+
+
 def _run_dir(env: dict, name: str, category: str = "board") -> Path:
     return env["base"] / name / "runs" / "tiny" / "synthetic" / category
 
@@ -41,18 +51,19 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.ipynb"))}
 
 
+def _notebook_mtimes(env: dict, name: str) -> dict[str, int]:
+    """Every notebook reproduction `name` executed for board and for its tables."""
+    tables = env["base"] / name / "results" / "tiny" / "notebooks"
+    return {**_mtimes(_run_dir(env, name) / "notebooks"), **_mtimes(tables)}
+
+
 @pytest.fixture(scope="module")
 def first(env: dict) -> dict:
     """Reproduction A: board (with ablations) and a category that does not exist, two categories in parallel."""
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        # threads=1 whatever the cores: torch's CPU results depend on the thread count, and the tables are compared
-        # with notebooks run on one thread.
-        rc = _reproduce(env, "a", categories=("board", "no_such_category"), jobs=2, ablations=True, threads=1)
-    return {"rc": rc, "out": buf.getvalue()}
+    # threads=1 whatever the cores: torch's CPU results depend on the thread count, and the tables are compared with
+    # reproduction B's, also on one thread.
+    rc, out = _reproduce_quietly(env, "a", categories=("board", "no_such_category"), jobs=2, ablations=True, threads=1)
+    return {"rc": rc, "out": out}
 
 
 def test_failing_category_is_recorded_and_the_others_complete(env: dict, first: dict) -> None:
@@ -77,11 +88,9 @@ def test_failing_category_is_recorded_and_the_others_complete(env: dict, first: 
 
 
 def test_second_call_skips_what_is_done(env: dict, first: dict, capsys: pytest.CaptureFixture) -> None:
-    run = _run_dir(env, "a")
-    res = env["base"] / "a" / "results" / "tiny"
-    before = {**_mtimes(run / "notebooks"), **_mtimes(res / "notebooks")}
+    before = _notebook_mtimes(env, "a")
     assert _reproduce(env, "a", ablations=True) == 0
-    assert {**_mtimes(run / "notebooks"), **_mtimes(res / "notebooks")} == before  # nothing re-executed
+    assert _notebook_mtimes(env, "a") == before  # nothing re-executed
     out = capsys.readouterr().out
     assert "synthetic/board" in out and "FAILED" not in out
 
@@ -117,35 +126,27 @@ def test_changed_parameters_rerun(env: dict, first: dict) -> None:
 def second(env: dict, first: dict) -> dict:
     """Reproduction B: the categories of A again, without the ablations, each as a Ray task on a local 2-CPU Ray
     cluster (`--executor ray`, with the `cluster` extra that `make install` installs; else the local executor)."""
-    import contextlib
-    import io
-
+    categories = ("board", "no_such_category")
     try:
         import ray
     except ImportError:
-        ray = None
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        if ray is None:
-            rc = _reproduce(env, "b", categories=("board", "no_such_category"), jobs=2, threads=1)
-        else:
-            mp = pytest.MonkeyPatch()
-            mp.setenv("RAY_raylet_start_wait_time_s", "120")  # as reproduce does: shared CI machines are slow
-            # Ray kills its workers when the whole machine passes 95 % memory; on a shared test machine other jobs'
-            # memory did that (measured: both categories killed), which is not what these tests are about.
-            mp.setenv("RAY_memory_monitor_refresh_ms", "0")
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            try:
-                rc = _reproduce(env, "b", categories=("board", "no_such_category"), executor="ray", threads=1)
-                # A second call finds every notebook done and hands nothing to Ray.
-                before = sorted(p.stat().st_mtime_ns for p in (env["base"] / "b").rglob("*.ipynb"))
-                again = _reproduce(env, "b", categories=("board",), executor="ray", threads=1)
-                untouched = sorted(p.stat().st_mtime_ns for p in (env["base"] / "b").rglob("*.ipynb")) == before
-            finally:
-                ray.shutdown()
-                mp.undo()
-    out = {"rc": rc, "out": buf.getvalue(), "results": env["base"] / "b" / "results" / "tiny", "ray": ray is not None}
-    return {**out, "again": again, "untouched": untouched} if ray is not None else out
+        rc, out = _reproduce_quietly(env, "b", categories=categories, jobs=2, threads=1)
+        return {"rc": rc, "out": out, "ray": False}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_raylet_start_wait_time_s", "120")  # as reproduce does: shared CI machines are slow
+        # Ray kills its workers when the whole machine passes 95 % memory; on a shared test machine other jobs' memory
+        # did that (measured: both categories killed), which is not what these tests are about.
+        mp.setenv("RAY_memory_monitor_refresh_ms", "0")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            rc, out = _reproduce_quietly(env, "b", categories=categories, executor="ray", threads=1)
+            # A second call finds every notebook done and hands nothing to Ray.
+            before = _notebook_mtimes(env, "b")
+            again, _ = _reproduce_quietly(env, "b", executor="ray", threads=1)
+            untouched = _notebook_mtimes(env, "b") == before
+        finally:
+            ray.shutdown()
+    return {"rc": rc, "out": out, "ray": True, "again": again, "untouched": untouched}
 
 
 def test_ray_executor_isolates_the_failure_and_skips_what_is_done(env: dict, second: dict) -> None:
@@ -158,7 +159,7 @@ def test_ray_executor_isolates_the_failure_and_skips_what_is_done(env: dict, sec
 
 
 def test_two_reproductions_give_identical_tables(env: dict, first: dict, second: dict) -> None:
-    a, b = env["base"] / "a" / "results" / "tiny", second["results"]
+    a, b = env["base"] / "a" / "results" / "tiny", env["base"] / "b" / "results" / "tiny"
     assert len(list((a / "tables").glob("*.csv"))) >= 8
     # B ran without the ablations: A's ablation tables are the only difference.
     diffs = compare_tables(a, b)
