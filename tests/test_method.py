@@ -248,8 +248,6 @@ def test_presets_load_and_overrides_are_typed():
 
 
 def test_paper_unet_size_within_ten_percent_of_281m():
-    from diffusers import UNet2DModel  # noqa: F401  (meta device: no memory)
-
     from dynad.denoiser import build_unet, count_parameters
 
     with torch.device("meta"):
