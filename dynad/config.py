@@ -82,6 +82,8 @@ class DenoiserConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     checkpoint_every: int = 25  # epochs
+    # Exponential moving average of the UNet weights, used for inference (0: none, the paper and reference code).
+    ema_decay: float = 0.0
     # Train on t ~ U{0 .. max_train_timestep - 1} only (None: all T, the paper). The sampler never asks for a step
     # above T_max, so a small CPU budget is better spent on the steps it uses.
     max_train_timestep: int | None = None

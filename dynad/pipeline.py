@@ -197,7 +197,8 @@ class DynAD:
         prov["losses"]["denoiser"] = train(
             unet, moments, epsilon_loss(schedule, cfg.autoencoder.posterior == "sample", d.max_train_timestep), epochs=epochs,
             batch_size=d.batch_size, lr=lr, weight_decay=d.weight_decay, ckpt_path=path, config=den_key,
-            checkpoint_every=d.checkpoint_every, seed=cfg.seed, desc="denoiser", progress=progress, **run,
+            checkpoint_every=d.checkpoint_every, seed=cfg.seed, desc="denoiser", progress=progress,
+            ema_decay=d.ema_decay, **run,
         )  # fmt: skip
         prov["weights"]["denoiser"] = (
             f"fine-tuned from {d.init_from} ({path.name})" if d.init_from else f"trained from scratch ({path.name})"

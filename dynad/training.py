@@ -16,6 +16,10 @@ Every process draws the random values of the whole micro-batch from the same see
 rows (`BatchRandom`), so N processes take the same optimizer steps as one (up to float summation order). K > 1
 draws per micro-batch, which changes the numbers slightly against K = 1; hence it is part of the model names.
 Only the main process writes checkpoints.
+
+`ema_decay` > 0 keeps an exponential moving average of the weights (torch's AveragedModel), updated after every
+optimizer step and stored in the checkpoint beside the raw weights, which resuming continues from; the model that
+`train` returns holds the average.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dynad import distributed
 from dynad.progress import tqdm
@@ -117,6 +122,7 @@ def train(
     desc: str = "train",
     progress: bool = True,
     params: list[torch.nn.Parameter] | None = None,
+    ema_decay: float = 0.0,
 ) -> list[float]:
     """Train `model` on the rows of `data` (N, ...) and return the mean loss of each epoch (over all processes).
 
@@ -130,6 +136,8 @@ def train(
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     acc = distributed.accelerator(device, mixed_precision, find_unused_parameters)
     opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr, weight_decay=weight_decay)
+    # The average lives on the model's device (the model is not yet moved by accelerate: move it with the model).
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay > 0 else None
     losses: list[float] = []
     start = 0
     ckpt = {}
@@ -141,12 +149,16 @@ def train(
         if ckpt.get("config") == config:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(ckpt["ema"])
             losses, start = list(ckpt["losses"]), int(ckpt["epoch"])
     if acc.num_processes > 1 and acc.device.type == "cuda":
         # BatchNorm (the extractor's) over the whole global batch, as one process sees it; torch syncs only on GPUs,
         # so on CPU processes each shard normalises by its own statistics (and rank 0's running stats are kept).
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     objective, opt = acc.prepare(_Objective(model, loss_fn), opt)
+    if ema is not None:
+        ema.to(acc.device)
     n = data.shape[0]
     batch_size = min(batch_size, n)
     procs, rank = acc.num_processes, acc.process_index
@@ -180,6 +192,8 @@ def train(
                 total += float(loss.detach()) * batch.shape[0]
                 count += batch.shape[0]
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
         summed = acc.reduce(torch.tensor([total, count], dtype=torch.float64, device=acc.device), "sum")
         losses.append(float(summed[0] / summed[1]))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -191,10 +205,13 @@ def train(
                 "epoch": epoch + 1,
                 "losses": losses,
                 "config": config,
+                **({"ema": ema.state_dict()} if ema is not None else {}),
                 "complete": done,
             }
             save_torch(ckpt_path, state)
     acc.wait_for_everyone()  # the others read the checkpoint only once it is whole
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     model.eval()
     acc.free_memory()
     return losses

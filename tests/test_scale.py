@@ -123,6 +123,34 @@ def test_training_resumes_after_a_kill_with_the_same_weights(tmp_path: Path) -> 
     assert [p.name for p in (tmp_path / "killed").iterdir()] == ["unet.pt"]
 
 
+def test_ema_weights_are_the_average_of_the_raw_trajectory_and_survive_a_resume(tmp_path: Path) -> None:
+    """One optimizer step per epoch: the returned model holds e_k = d e_(k-1) + (1 - d) w_k over the raw weights w_k
+    of plain runs (e_1 = w_1), and training 2 epochs then resuming to 4 ends on the same average."""
+    from dynad.training import train
+
+    data = torch.linspace(-1, 1, 24).reshape(8, 3)
+
+    def run(epochs: int, ema_decay: float = 0.0, ckpt: Path | None = None) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        train(model, data, lambda m, b, g: (m(b) - 1).pow(2).mean(), epochs=epochs, batch_size=8, lr=0.1,
+              ckpt_path=ckpt, config={"test": "ema"}, checkpoint_every=1, device="cpu", progress=False,
+              ema_decay=ema_decay)  # fmt: skip
+        return model
+
+    d = 0.5
+    raw = [run(k).weight.detach().clone() for k in range(1, 5)]
+    assert not torch.allclose(raw[0], raw[-1])  # the weights move, so the average differs from the last ones
+    expected = raw[0]
+    for w in raw[1:]:
+        expected = d * expected + (1 - d) * w
+    averaged = run(4, d).weight.detach()
+    assert torch.allclose(averaged, expected, atol=1e-6) and not torch.allclose(averaged, raw[-1], atol=1e-3)
+    run(2, d, tmp_path / "m.pt")
+    resumed = run(4, d, tmp_path / "m.pt").weight.detach()
+    assert torch.equal(resumed, averaged)
+
+
 def test_shards_partition_and_draws_do_not_depend_on_the_process_count() -> None:
     from dynad.distributed import shard
     from dynad.training import BatchRandom
