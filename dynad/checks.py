@@ -105,6 +105,7 @@ def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
              f"must be <= denoiser.max_train_timestep ({den.max_train_timestep}): the denoiser never saw larger steps")
     at_least("denoiser.attention_head_dim", den.attention_head_dim, 1)
     need(0.0 <= den.dropout < 1.0, "denoiser.dropout", den.dropout, "must be in [0, 1)")
+    need(0.0 <= den.ema_decay < 1.0, "denoiser.ema_decay", den.ema_decay, "must be in [0, 1) (0: no average)")
     if den.init_from:
         at_least("denoiser.finetune_epochs", den.finetune_epochs, 1)
         positive("denoiser.finetune_lr", den.finetune_lr)

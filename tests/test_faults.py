@@ -180,6 +180,7 @@ BAD_SETTINGS = [
     ("autoencoder.epochs=0", "autoencoder.epochs = 0"),
     ("dic.rounding=ceil", "dic.rounding = 'ceil': must be one of floor, nearest"),
     ("features.knn_layer=layer9", "features.knn_layer = 'layer9'"),
+    ("denoiser.ema_decay=1", r"denoiser.ema_decay = 1.0: must be in \[0, 1\)"),
 ]
 
 
