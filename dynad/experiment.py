@@ -298,7 +298,8 @@ def run_experiment(
                        "num_processes": distributed.state().num_processes},
     }
     write_json(out / "metrics.json", result)
-    written = [*RESULT_FILES, "maps.npz", *(["pipeline.pt"] if save_pipeline else []), *figs.glob("*.png")]
+    figures_written = [p.relative_to(out) for p in figs.glob("*.png")]  # names inside `out`, which may be relative
+    written = [*RESULT_FILES, "maps.npz", *(["pipeline.pt"] if save_pipeline else []), *figures_written]
     run_folder.write_manifest(out, written)  # last: the run is complete when its files match this list
     return result
 

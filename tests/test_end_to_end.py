@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dynad import metrics, synthetic
+from dynad import metrics, run_folder, synthetic
 from dynad.cli import main as cli_main
 from dynad.config import load_preset
 from dynad.experiment import RESULT_FILES, run_experiment
@@ -138,13 +138,16 @@ def test_rerun_reuses_trained_models(tiny_run, tiny_root):
     assert again["seconds"]["train_denoiser"] < first["seconds"]["train_denoiser"]
 
 
-def test_cli_run_and_help(tiny_root, tmp_path, capsys):
+def test_cli_run_and_help(tiny_root, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as e:
         cli_main(["run", "--help"])
     assert e.value.code == 0 and "--preset" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)  # --out relative to the working directory, as a user types it
     code = cli_main(["run", "--preset", "tiny", "--dataset", "synthetic", "--root", str(tiny_root), "--category",
-                     "board", "--out", str(tmp_path / "cli"), "--set", "adaptation.epochs=0"])  # fmt: skip
-    assert code == 0 and (tmp_path / "cli/metrics.json").is_file()
+                     "board", "--out", "runs/cli", "--set", "adaptation.epochs=0"])  # fmt: skip
+    assert code == 0 and (tmp_path / "runs/cli/metrics.json").is_file()
+    manifest = json.loads((tmp_path / "runs/cli" / run_folder.MANIFEST).read_text())["files"]
+    assert "figures/knn_histogram.png" in manifest and run_folder.is_complete(tmp_path / "runs/cli")
     assert cli_main(["run", "--preset", "tiny", "--dataset", "mvtec", "--root", str(tmp_path), "--category",
                      "bottle", "--out", str(tmp_path / "x")]) == 2  # fmt: skip
     assert "bottle" in capsys.readouterr().err
