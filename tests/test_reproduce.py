@@ -52,9 +52,9 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 def _notebook_mtimes(env: dict, name: str) -> dict[str, int]:
-    """Every notebook reproduction `name` executed for board and for its tables."""
-    tables = env["base"] / name / "results" / "tiny" / "notebooks"
-    return {**_mtimes(_run_dir(env, name) / "notebooks"), **_mtimes(tables)}
+    """{relative path: mtime_ns} of every notebook reproduction `name` executed, for any category or table."""
+    folder = env["base"] / name
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*.ipynb"))}
 
 
 @pytest.fixture(scope="module")
