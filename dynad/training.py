@@ -136,7 +136,7 @@ def train(
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     acc = distributed.accelerator(device, mixed_precision, find_unused_parameters)
     opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr, weight_decay=weight_decay)
-    # The average lives on the model's device (the model is not yet moved by accelerate: move it with the model).
+    # A copy of the model's weights, made before accelerate places the model; moved to its device after prepare.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay > 0 else None
     losses: list[float] = []
     start = 0
