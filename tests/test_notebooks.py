@@ -115,8 +115,6 @@ def test_kernel_in_notebooks_folder_writes_nothing_there(executed: dict) -> None
     assert executed["notebooks_after"] == executed["notebooks_before"]
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_each_notebook_wrote_its_marker_with_its_parameters(executed: dict) -> None:
