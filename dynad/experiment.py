@@ -132,12 +132,14 @@ def fit_pipeline(
     category: str,
     models_dir: str | Path,
     progress: bool = True,
-) -> tuple[DynAD, dict[str, Any], dict[str, Any]]:
+    load_test: bool = True,
+) -> tuple[DynAD, dict[str, Any], dict[str, Any] | None]:
     """Load the category's images and fit (or reload from `models_dir`) the pipeline: (pipe, train, test).
 
     `cfg` is the run's config before the per-category table is applied (applied here). `train["validation"]` is
     the validation set (held-out normals with pseudo-defects; None when validation.fraction is 0): the held-out
-    images are not in `train["images"]` and no model sees them.
+    images are not in `train["images"]` and no model sees them. With `load_test=False` (`dynad tune`) no test file
+    is opened and `test` is None.
     """
     cfg = cfg.for_category(category)
     t0 = time.perf_counter()
@@ -145,7 +147,7 @@ def fit_pipeline(
     keep, held = validation.holdout(int((index.split == "train").sum()), cfg.validation.fraction, cfg.validation.seed)
     check_config(cfg, n_train=len(keep))  # before hours of training, not after
     train_split = load_split(index, "train", cfg, progress)
-    test = load_split(index, "test", cfg, progress, MASK_ENCODING[dataset])
+    test = load_split(index, "test", cfg, progress, MASK_ENCODING[dataset]) if load_test else None
     images = train_split["images"]
     train_split["validation"] = (
         validation.pseudo_defect_set(images[held], images[keep], cfg.validation.seed) if len(held) else None
@@ -157,11 +159,12 @@ def fit_pipeline(
     data_id = {"dataset": dataset, "category": category,
                "fingerprint": data_fingerprint(train_split["rows"].image_path, root),
                "held_out": validation.held_out_key(cfg.validation, len(keep) + len(held))}  # fmt: skip
-    test_files = [*test["rows"].image_path, *test["rows"].mask_path.dropna()]
     pipe = DynAD.fit(cfg, train_split["images"], models_dir, data_id, progress=progress)
     pipe.provenance["seconds"] = {"load_data": load_seconds, **pipe.provenance["seconds"]}
-    pipe.provenance["data"] = {"root": str(Path(root).resolve()), "train_fingerprint": data_id["fingerprint"],
-                               "test_fingerprint": data_fingerprint(test_files, root)}  # fmt: skip
+    pipe.provenance["data"] = {"root": str(Path(root).resolve()), "train_fingerprint": data_id["fingerprint"]}
+    if test is not None:
+        test_files = [*test["rows"].image_path, *test["rows"].mask_path.dropna()]
+        pipe.provenance["data"]["test_fingerprint"] = data_fingerprint(test_files, root)
     return pipe, train_split, test
 
 

@@ -102,7 +102,8 @@ def tune(
         if training_keys and progress:
             print(f"training setting {i + 1} of {len(settings)}: {setting}")
         t0 = time.perf_counter()
-        pipe, train, _ = fit_pipeline(setting_cfg, dataset, root, category, models_dir or out / "models", progress)
+        pipe, train, _ = fit_pipeline(setting_cfg, dataset, root, category, models_dir or out / "models", progress,
+                                      load_test=False)  # the test split is never opened
         seconds = time.perf_counter() - t0
         within = budget_minutes is None or seconds <= 60 * budget_minutes
         for row in _score_inference_grid(pipe, train, grid, progress):

@@ -20,11 +20,26 @@ KEYS = ["t_max", "eta", "lam", "sigma"]
 
 
 @pytest.fixture(scope="module")
-def tuned(shared_data, tmp_path_factory, one_thread) -> tuple[Path, dict]:
+def tuned(shared_data, tmp_path_factory, one_thread) -> tuple[Path, dict, list[str]]:
+    """(out, best, the splits the tune loaded)."""
+    import dynad.experiment
+
     root, models = shared_data
     out = tmp_path_factory.mktemp("tune")
-    best = tune(load_preset("tiny"), "synthetic", root, "board", out, models_dir=models, grid=GRID, progress=False)
-    return out, best
+    loaded, load_split = [], dynad.experiment.load_split
+
+    def recording_load_split(index, split, *args):
+        loaded.append(split)
+        return load_split(index, split, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dynad.experiment, "load_split", recording_load_split)
+        best = tune(load_preset("tiny"), "synthetic", root, "board", out, models_dir=models, grid=GRID, progress=False)
+    return out, best, loaded
+
+
+def test_tune_never_opens_the_test_split(tuned) -> None:
+    assert tuned[2] == ["train"]
 
 
 def test_grid_arguments_are_read_as_dynad_tune_reads_them():
@@ -79,7 +94,7 @@ def test_an_unknown_training_key_fails_before_any_training(shared_data, tmp_path
 
 
 def test_tune_scores_every_grid_point_and_writes_the_best_as_a_preset(tuned):
-    out, best = tuned
+    out, best, _ = tuned
     table = pd.read_csv(out / "tune.csv")
     assert len(table) == 4 and table.objective.is_monotonic_decreasing
     np.testing.assert_allclose(table.objective, (table.image_auroc + table.pixel_auroc) / 2)
@@ -93,7 +108,7 @@ def test_tune_scores_every_grid_point_and_writes_the_best_as_a_preset(tuned):
 
 def test_the_diagnosis_scores_validation_exactly_as_tune_does(tuned, shared_data, tmp_path, monkeypatch):
     """benchmarks/validation_vs_test.py: its validation columns are tune's, beside the test set's on the same grid."""
-    out, _ = tuned
+    out, _, _ = tuned
     root, models = shared_data
     bench = benchmark_scripts.load("validation_vs_test")
     grid = [f"--grid={k}={','.join(map(str, v))}" for k, v in GRID.items()]
