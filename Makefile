@@ -32,8 +32,9 @@ reproduce: $(STAMP)
 	$(BIN)/dynad reproduce --preset demo --threads $(DEMO_THREADS) --jobs $(DEMO_JOBS) --set ablations.variants=all
 
 # The browser test (tests/test_browser.py) drives Debian's chromium; it is installed here when missing (CI runs as root).
-# -rs: the reason of every skipped test is printed. Two workers (tests/conftest.py says how the files are grouped).
-TEST_WORKERS ?= 2
+# -rs: the reason of every skipped test is printed. Three workers on two cores: the tests wait on notebook kernels and
+# subprocesses, and tests/test_reproduce.py alone takes ~10 min of one worker (tests/conftest.py says how files are grouped).
+TEST_WORKERS ?= 3
 
 test: $(STAMP)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \

@@ -2,9 +2,9 @@
 session (the tiny models train once per worker), and one torch thread (on 2 shared cores, 2 threads each are several
 times slower).
 
-`make test` runs the suite on two worker processes (pytest-xdist, `-n 2`): most of its time is spent
-waiting on notebook kernels and subprocesses, one core at a time. Each test file stays on one worker, so a module
-fixture is built once."""
+`make test` runs the suite on three worker processes (pytest-xdist, `-n 3`) on two cores: much of its time is spent
+waiting on notebook kernels and subprocesses, and the third worker fills that wait. Each test file stays on one
+worker, so a module fixture is built once."""
 
 from __future__ import annotations
 
