@@ -122,6 +122,16 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def cpu_description() -> dict[str, str]:
+    """The CPU's model and the vector instructions torch uses on it: CPU numbers differ between, say, AVX2 and AVX-512
+    (README), so a result names both."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
+    return {"model": model, "vector_instructions": torch.backends.cpu.get_cpu_capability()}
+
+
 def set_threads(threads: int) -> int:
     """Fix torch's CPU threads (0: leave torch's default); returns the count in use."""
     if threads > 0:
@@ -142,6 +152,7 @@ def record(config_dict: dict[str, Any], device: torch.device, weights: dict[str,
         "versions": versions(),
         "git_commit": git_commit(),
         "device": device_description(device),
+        "cpu": cpu_description(),
         "weights": weights,
         "seed": config_dict.get("seed"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -48,6 +48,7 @@ def test_run_writes_every_result_with_provenance(tiny_run):
     assert metrics["defective_without_mask"] == 0 and metrics["choices"]["mask_resize"] == "area"
     prov = metrics["provenance"]
     assert prov["config"]["preset"] == "tiny" and prov["versions"]["torch"]
+    assert prov["cpu"]["model"] and prov["cpu"]["vector_instructions"] == torch.backends.cpu.get_cpu_capability()
     assert prov["num_processes"] == 1  # a plain `dynad run` (`accelerate launch` records its process count)
     assert "mobilenet_v2-b0353104.pth" in prov["weights"]["feature_extractor"]
     assert set(metrics["seconds"]) >= {"train_autoencoder", "train_denoiser", "adaptation", "fit_knn", "inference"}
