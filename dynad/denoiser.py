@@ -69,12 +69,14 @@ def epsilon_loss(schedule: NoiseSchedule, sample_posterior: bool, max_timestep: 
 
 
 def load_unet_weights(unet: UNet2DModel, source: str | Path) -> None:
-    """Initialise from a denoiser checkpoint file (ours) or a run folder holding `models/**/denoiser.pt`."""
+    """Initialise from a denoiser checkpoint file (ours) or a folder holding exactly one, e.g. a run's `models/`."""
     path = Path(source).expanduser()
     if path.is_dir():
-        found = sorted(path.glob("**/denoiser.pt"))
-        if not found:
-            raise FileNotFoundError(f"no denoiser.pt under {path} to fine-tune from")
+        found = sorted(path.glob("**/denoiser-*.pt"))  # the models folder names each by its config hash
+        if len(found) != 1:
+            names = ", ".join(str(f.relative_to(path)) for f in found) or "none"
+            raise FileNotFoundError(f"{path}: {len(found)} denoiser-*.pt files to fine-tune from ({names}); "
+                                    "name the file in denoiser.init_from")  # fmt: skip
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"denoiser checkpoint {path} to fine-tune from does not exist")

@@ -130,6 +130,29 @@ def test_saved_pipeline_scores_one_image_alone(tiny_run, tiny_root, monkeypatch)
     assert int(res["t_hat"][0]) == int(per_image.t_hat[0])
 
 
+def test_fine_tuning_starts_from_the_one_denoiser_in_a_models_folder(tiny_run, tmp_path):
+    """`denoiser.init_from` takes a checkpoint file or a folder with exactly one (a run's `models/`)."""
+    import shutil
+
+    from dynad.denoiser import build_unet, load_unet_weights
+
+    out, _ = tiny_run
+    pipe = DynAD.load(out / "pipeline.pt", device="cpu")
+    unet = build_unet(pipe.cfg.denoiser, pipe.unet.config.sample_size, pipe.unet.config.in_channels)
+    load_unet_weights(unet, out / "models")
+    trained = pipe.unet.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in unet.state_dict().items())
+    (only,) = (out / "models").glob("denoiser-*.pt")
+    (tmp_path / "a").mkdir()
+    shutil.copy(only, tmp_path / "a" / only.name)
+    shutil.copy(only, tmp_path / "a" / "denoiser-other.pt")
+    with pytest.raises(FileNotFoundError, match=r"2 denoiser-\*\.pt files .*denoiser-other\.pt.*name the file"):
+        load_unet_weights(unet, tmp_path / "a")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="0 denoiser.*none"):
+        load_unet_weights(unet, tmp_path / "empty")
+
+
 def test_rerun_reuses_trained_models(tiny_run, tiny_root):
     out, first = tiny_run
     again = run_experiment(load_preset("tiny", ["anomaly_map.normalization=train"]), "synthetic", tiny_root, "board",
