@@ -41,7 +41,8 @@ def _synth(args: argparse.Namespace) -> int:
         except (ValueError, FileExistsError) as e:
             raise ConfigError(f"dynad synth --from-images: {e}") from None
         print(f"{args.from_images}'s photographs with painted defects (folder data set, MVTec layout) in {out}:\n"
-              f"  dynad run --preset cpu --dataset folder --root {out.parent} --category {args.category}")
+              f"  dynad run --preset cpu --dataset folder --root {out.parent} --category {args.category} "
+              f"--out runs/{args.category}")
         return 0
     try:
         cfg = synthetic.SynthConfig(image_size=args.size or 128, seed=args.seed, **counts)
@@ -169,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-train", type=int, help="normal training images (default: 120; 150 with --from-images)")
     s.add_argument("--n-test-good", type=int, help="normal test images (default: 20; 40 with --from-images)")
     s.add_argument("--n-test-per-defect", type=int, help="test images per defect type (default: 10; 15 with --from-images)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="random seed of the images and defects (default: %(default)s)")
     s.add_argument("--from-images", type=Path, metavar="DIR",
                    help="a folder of normal photographs, taken in path order: the first become training images, "
                         "the next normal test images, the next get one defect type each (spot, scratch, patch, "
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_synth)
 
     r = sub.add_parser("run", help="train, adapt, fit the kNN and evaluate one category")
-    r.add_argument("--preset", default="demo", help="demo, mvtec, visa, btad, mtd, tiny, or a YAML file")
+    r.add_argument("--preset", default="demo", help="demo, cpu, mvtec, visa, btad, mtd, tiny, or a YAML file")
     r.add_argument("--dataset", choices=DATASETS, default="synthetic",
                    help="the folder layout of --root (default: %(default)s, the built-in data set)")
     r.add_argument("--root", help="data set folder (synthetic: the project's data/synthetic, generated when omitted)")
@@ -203,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "pseudo-defects (no test labels)")  # fmt: skip
     t.add_argument("--preset", default="cpu", help="the preset to start from (its training settings are kept "
                                                    "unless a --grid axis names one)")  # fmt: skip
-    t.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    t.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                   help="the folder layout of --root (default: %(default)s)")
     t.add_argument("--root", help="data set folder")
-    t.add_argument("--category", required=True)
+    t.add_argument("--category", required=True, help="a category folder inside --root")
     t.add_argument("--out", type=Path, required=True, help="output folder: tune.csv, tuned.yaml, models/")
     t.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
     t.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -218,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_tune)
 
     q = sub.add_parser("reproduce", help="run the notebook sequence for every data set and category, then results/")
-    q.add_argument("--preset", default="demo")
+    q.add_argument("--preset", default="demo", help="the preset of every run (default: %(default)s)")
     q.add_argument("--datasets", nargs="+", help="default: the preset's data sets")
     q.add_argument("--categories", nargs="+", help="default: every category of each data set")
     q.add_argument("--root", action="append", type=_root_pair, metavar="DATASET=PATH", help="data set folder")

@@ -54,6 +54,12 @@ def test_help_has_a_description_examples_and_every_option_explained(capsys) -> N
     with pytest.raises(SystemExit):
         cli_main(["reproduce", "--help"])
     assert "--threads" in capsys.readouterr().out
+    from dynad.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if a.dest == "command"]
+    unexplained = [f"{name} {' '.join(a.option_strings) or a.dest}" for name, parser in commands.choices.items()
+                   for a in parser._actions if not a.help and a.dest != "help"]  # fmt: skip
+    assert not unexplained, f"options without help text: {unexplained}"
 
 
 @pytest.mark.slow

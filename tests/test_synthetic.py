@@ -205,6 +205,6 @@ def test_dynad_synth_from_images_on_the_command_line(tmp_path: Path, capsys: pyt
             "--size", "64", "--n-train", "4", "--n-test-good", "2", "--n-test-per-defect", "2"]  # fmt: skip
     assert cli_main(args) == 0
     assert len(list((tmp_path / "bed" / "tile" / "train" / "good").glob("*.png"))) == 4
-    assert f"--root {tmp_path / 'bed'} --category tile" in capsys.readouterr().out
+    assert f"--root {tmp_path / 'bed'} --category tile --out runs/tile" in capsys.readouterr().out  # runnable as printed
     assert cli_main(["synth", "--from-images", str(tmp_path / "nowhere")]) == 2
     assert "nowhere is not a folder" in capsys.readouterr().err
