@@ -38,7 +38,9 @@ def test_shared_fits_give_the_numbers_of_a_fresh_fit(shared_data, tmp_path, monk
     df = run_ablations(cfg, "synthetic", root, "board", tmp_path / "abl", models, progress=False, only=only)
     assert len(fits) == 2  # the full method (+ the fixed step) and "neither" (+ DS only)
     assert list(dict.fromkeys(df.variant)) == only[:4]  # "short" leaves out the pixel space
-    for name in ("DS only",):  # with_overrides of the fit of "neither (noise, no DA)": another start, DIC refitted
+    # with_overrides of a shared fit: "DS only" of "neither (noise, no DA)" (another start, DIC refitted), the fixed
+    # step of the full method's
+    for name in ("DS only", "fixed 50% T_max"):
         fresh = run_experiment(_variant_cfgs(cfg)[name], "synthetic", root, "board", tmp_path / "fresh" / name,
                                models_dir=models, progress=False, save_pipeline=False, figures=False, baselines=False)  # fmt: skip
         shared = json.loads((tmp_path / "abl" / "variants" / variant_dir(name) / "metrics.json").read_text())

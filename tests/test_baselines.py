@@ -43,6 +43,11 @@ def test_greedy_coreset_with_projection_is_deterministic_and_spread():
     a, b = greedy_coreset(x, 40, projection_dim=16, seed=0), greedy_coreset(x, 40, projection_dim=16, seed=0)
     assert torch.equal(a, b)
     assert len(set(a.tolist())) == 40
+    # Spread: on 40 tight, well separated clusters the projected coreset takes one point of each.
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 40, (500,), generator=g)
+    clustered = 10 * torch.randn(40, 200, generator=g)[labels] + 0.1 * torch.randn(500, 200, generator=g)
+    assert len(set(labels[greedy_coreset(clustered, 40, projection_dim=16, seed=0)].tolist())) == 40
 
 
 def test_nearest_distance_is_exact():

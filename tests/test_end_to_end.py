@@ -155,9 +155,11 @@ def test_fine_tuning_starts_from_the_one_denoiser_in_a_models_folder(tiny_run, t
 
 def test_rerun_reuses_trained_models(tiny_run, tiny_root):
     out, first = tiny_run
+    models = {p.name: p.stat().st_mtime_ns for p in (out / "models").glob("*.pt")}
     again = run_experiment(load_preset("tiny", ["anomaly_map.normalization=train"]), "synthetic", tiny_root, "board",
                            out, progress=False)  # fmt: skip
     # Nothing is retrained (the checkpoints are complete and their configs match): same numbers, quick stages.
+    assert models and {p.name: p.stat().st_mtime_ns for p in (out / "models").glob("*.pt")} == models
     assert again["image_auroc"] == first["image_auroc"] and again["pixel_auroc"] == first["pixel_auroc"]
     assert again["seconds"]["train_denoiser"] < first["seconds"]["train_denoiser"]
 
@@ -178,6 +180,26 @@ def test_cli_run_and_help(tiny_root, tmp_path, capsys, monkeypatch):
     assert cli_main(["run", "--preset", "tiny", "--category", "board", "--root", str(tiny_root), "--out",
                      str(tmp_path / "y"), "--set", "dic.kk=1"]) == 2  # fmt: skip
     assert "dic.kk" in capsys.readouterr().err
+
+
+def test_predict_threshold_without_validation_is_a_training_quantile(tiny_run, tmp_path):
+    """A run without validation pseudo-defects (validation.fraction 0): the quantile of the training images' scores."""
+    import shutil
+
+    from dynad.predict import PredictError, run_threshold
+
+    run, _ = tiny_run
+    shutil.copy(run / "pipeline.pt", tmp_path / "pipeline.pt")
+    metrics = json.loads((run / "metrics.json").read_text())
+    (tmp_path / "metrics.json").write_text(json.dumps({**metrics, "validation": None}))
+    pipe = DynAD.load(tmp_path / "pipeline.pt")
+    scores = np.sort(pipe.train_scores)
+    threshold, source = run_threshold(tmp_path / "pipeline.pt", pipe)
+    assert threshold == pytest.approx(float(np.quantile(scores, 0.99))) and threshold > np.median(scores)
+    assert source == f"0.99 quantile of {len(scores)} training images' scores"
+    assert run_threshold(tmp_path / "pipeline.pt", pipe, quantile=0.5)[0] == pytest.approx(float(np.median(scores)))
+    with pytest.raises(PredictError, match=r"\[0, 1\], got 1.5"):
+        run_threshold(tmp_path / "pipeline.pt", pipe, quantile=1.5)
 
 
 def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, tiny_root, tmp_path, capsys):
@@ -206,13 +228,8 @@ def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, ti
     assert np.allclose(merged.knn_distance, merged.knn_distance_run, atol=1e-4)
     assert (merged.t_hat == merged.t_hat_run).all()
     summary = json.loads((out / "summary.json").read_text())
-    validation = json.loads((run / "metrics.json").read_text()).get("validation")
-    if validation:  # runs with validation pseudo-defects: their F1-optimal threshold
-        assert summary["threshold"] == pytest.approx(validation["threshold"])
-    else:
-        pipe = DynAD.load(run / "pipeline.pt")
-        assert summary["threshold"] == pytest.approx(float(np.quantile(pipe.train_scores, 0.99)))
-        assert "0.99 quantile" in summary["threshold_source"]
+    validation = json.loads((run / "metrics.json").read_text())["validation"]  # the F1-optimal threshold on it
+    assert summary["threshold"] == pytest.approx(validation["threshold"])
     assert (pred.is_anomalous == (pred.score >= summary["threshold"])).all()
     assert len(summary["skipped"]) == 2 and summary["n_images"] == len(pred)
     wide = pred[pred.path == str(odd)].iloc[0]

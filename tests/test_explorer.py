@@ -103,9 +103,19 @@ def test_category_dropdown_lists_sibling_runs(run_dir: Path) -> None:
     assert ex.state["t_hat"] == ex.per_image.t_hat.iloc[0]
 
 
-def test_fixed_step_sweep_uses_one_step_for_every_image(explorer: StepSizeExplorer) -> None:
+def test_fixed_step_sweep_uses_one_step_for_every_image(explorer: StepSizeExplorer, monkeypatch) -> None:
+    calls, infer = [], explorer.pipe.infer
+
+    def spy(x, t_hat, **kw):
+        calls.append((len(x), t_hat))
+        return infer(x, t_hat=t_hat, **kw)
+
+    monkeypatch.setattr(explorer.pipe, "infer", spy)
     sweep = explorer.fixed_step_sweep([10, 100])
     assert sweep.t_hat.tolist() == [10, 100, "DIC"]
+    # Every test image once at each fixed step, and no other step.
+    assert {t: sum(n for n, s in calls if s == t) for t in {s for _, s in calls}} == {10: len(explorer.images),
+                                                                                      100: len(explorer.images)}
     assert sweep.image_auroc.iloc[-1] == json_metrics(explorer)["image_auroc"]
     # A fixed step changes the maps: the two fixed rows are not both equal to DIC's row.
     assert not (sweep.pixel_auroc.iloc[0] == sweep.pixel_auroc.iloc[1] == sweep.pixel_auroc.iloc[2])

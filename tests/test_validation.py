@@ -100,3 +100,5 @@ def test_a_run_warns_exactly_when_its_validation_maps_are_unreliable(kind, warns
     else:
         assert min(v["image_auroc"], v["pixel_auroc"]) >= validation.UNRELIABLE_AUROC
         assert "maps are unreliable" not in err and v["warning"] is None
+        # The test maps find the dark squares too (measured 0.81 at one thread; a map blind to them scores ~0.5).
+        assert result["pixel_auroc"] >= 0.7
