@@ -174,7 +174,8 @@ def test_class_value_masks(tmp_path):
         assert torch.equal(load_mask(path, 8), expected)  # "auto": below half scale, so class values
         assert load_mask(path, 8, encoding="grey").sum() == 0  # the fault: /255 > 0.5 empties it
     # A 0/255 mask reads the same under every convention.
-    assert torch.equal(load_mask(tmp_path / "grey.png", 8, encoding="class"), expected)
+    for encoding in ("auto", "class", "grey"):
+        assert torch.equal(load_mask(tmp_path / "grey.png", 8, encoding=encoding), expected), encoding
 
 
 def visa_published_tree(root: Path, mask_writer=write_mask) -> Path:
