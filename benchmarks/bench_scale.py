@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -121,6 +122,15 @@ def makespan(hours: list[float], gpus: int) -> float:
     return max(loads)
 
 
+def measured_hours(run: dict, n_train: int, n_test: int, epochs: int, da_epochs: int) -> float:
+    """One category's hours from a dry run's measured seconds per UNet and adaptation step and per test image."""
+    s, steps = run["stages"], math.ceil(n_train / run["batch"])
+    seconds = (epochs * steps * s["denoiser"]["seconds_per_step"]
+               + da_epochs * steps * s["adaptation"]["seconds_per_step"]
+               + n_test * s["inference"]["seconds_per_image"])  # fmt: skip
+    return seconds / 3600
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-runs", nargs="*", type=Path, default=sorted((HERE / "results").glob("dry_run_*.json")))
@@ -154,10 +164,28 @@ def main() -> None:
             "peak_memory_gb": round(s["peak_memory_gb"], 2),
             "implied_gflops_per_second": round(r["batch"] * f["unet_train_step"] / step / 1e9, 1) if step else None,
         })  # fmt: skip
+    # A GPU dry run at the presets' batch (30, both trained stages) replaces the assumed MFU with measured step times.
+    gpu_runs = [(p, json.loads(p.read_text())) for p in args.dry_runs]
+    gpu_runs = [(p, r) for p, r in gpu_runs if r["device"].startswith("cuda") and r["batch"] == 30]
+    if gpu_runs:
+        path, run = gpu_runs[0]
+        measured = [measured_hours(run, n, m, e, da) for _, n, m, e, da in cats]
+        result["measured_projection"] = {
+            "from": path.name,
+            "note": "per category: epochs x steps x the measured s/step of the UNet and of adaptation, plus test "
+                    "images x the measured s/image; the same makespan rule as above",
+            "category_hours_on_one_gpu": {name: round(h, 3) for (name, *_), h in zip(cats, measured)},
+            "wall_hours": {str(g): round(makespan(measured, g), 2) for g in (1, 8, 64)},
+            "wall_hours_with_overhead": {
+                str(g): round(makespan([h + OVERHEAD_MINUTES / 60 for h in measured], g), 2) for g in (1, 8, 64)
+            },
+            "unet_fraction_of_peak": round(30 * f["unet_train_step"] / run["stages"]["denoiser"]["seconds_per_step"]
+                                           / (PEAK_TFLOPS * 1e12), 3),  # fmt: skip
+        }
     write_json(args.out, result)
     keys = ("gflops_per_image", "total_pflops", "projected_wall_hours", "projected_wall_hours_at_low_mfu",
-            "projected_wall_hours_with_overhead", "measured_dry_runs")
-    print(json.dumps({k: result[k] for k in keys}, indent=1))
+            "projected_wall_hours_with_overhead", "measured_dry_runs", "measured_projection")
+    print(json.dumps({k: result[k] for k in keys if k in result}, indent=1))
     print(f"-> {args.out}")
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import benchmark_scripts
 import pytest
 import torch
 
@@ -171,3 +172,14 @@ def test_shards_partition_and_draws_do_not_depend_on_the_process_count() -> None
     for k in (0, 1, 3):  # per-row draws: the shards' rows are the single process's rows
         assert torch.equal(torch.cat([halves[0][k], halves[1][k]]), whole[k])
     assert halves[0][2] == halves[1][2] == whole[2]  # one draw per batch: the same on every process
+
+
+def test_measured_projection_of_bench_scale_by_hand() -> None:
+    """benchmarks/bench_scale.py's projection from a GPU dry run's step times, against a hand computation."""
+    bench = benchmark_scripts.load("bench_scale")
+    run = {"batch": 30, "stages": {"denoiser": {"seconds_per_step": 0.5}, "adaptation": {"seconds_per_step": 2.0},
+                                   "inference": {"seconds_per_image": 0.25}}}  # fmt: skip
+    # 61 training images -> 3 steps of 30; 100 epochs x 3 x 0.5 s + 2 x 3 x 2.0 s + 40 x 0.25 s = 150 + 12 + 10 s
+    assert bench.measured_hours(run, 61, 40, 100, 2) == pytest.approx(172 / 3600)
+    # longest first onto the least loaded GPU: [3, 2, 2, 1] on 2 GPUs -> loads 4 and 4
+    assert bench.makespan([1.0, 2.0, 3.0, 2.0], 2) == pytest.approx(4.0)
