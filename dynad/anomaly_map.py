@@ -3,7 +3,11 @@
     M_lat(x)  = mean_c | z0_hat - z0 |                            upsampled (bilinear) to the image size
     M_feat(x) = sum_{j in map layers} (1 - cos_c(phi_j(x0), phi_j(x0_hat)))   each upsampled, then summed
     A(x)      = G_sigma * (lam * norm(M_lat) + (1 - lam) * norm(M_feat))      G: Gaussian, sigma 4, kernel 33
+    A(x)     <- A(x) * max(A(x), 0)^gamma                                     gamma = score_exponent, 0 in the paper
     score(x)  = max A(x)
+
+With gamma > 0 the map of an image is scaled by its own score: the order of the pixels within an image and the order
+of the image scores do not change, only how pixels of different images compare.
 
 norm is a min-max normalisation whose (min, max) come from the whole test set of the category (the paper's
 and reference code's choice) or from maps of training images (so that one new image can be scored alone).
@@ -57,7 +61,10 @@ def combine(lat: torch.Tensor, feat: torch.Tensor, norm: MapNormalization, cfg: 
     lat_n = (lat - norm.lat_min) / max(norm.lat_max - norm.lat_min, 1e-12)
     feat_n = (feat - norm.feat_min) / max(norm.feat_max - norm.feat_min, 1e-12)
     a = cfg.lam * lat_n + (1 - cfg.lam) * feat_n
-    return gaussian_blur(a[:, None], kernel_size=cfg.kernel_size, sigma=cfg.sigma)[:, 0]
+    a = gaussian_blur(a[:, None], kernel_size=cfg.kernel_size, sigma=cfg.sigma)[:, 0]  # (B, H, W)
+    if cfg.score_exponent:
+        a = a * image_scores(a).clamp_min(0).pow(cfg.score_exponent)[:, None, None]
+    return a
 
 
 def image_scores(maps: torch.Tensor) -> torch.Tensor:

@@ -154,6 +154,7 @@ def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
     need(am.kernel_size >= 1 and am.kernel_size % 2 == 1, "anomaly_map.kernel_size", am.kernel_size,
          "must be odd and >= 1")  # fmt: skip
     at_least("anomaly_map.num_train_maps", am.num_train_maps, 1)
+    at_least("anomaly_map.score_exponent", am.score_exponent, 0.0)
     at_least("eval.num_figures", ev.num_figures, 0)
     return faults
 

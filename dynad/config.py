@@ -165,6 +165,10 @@ class AnomalyMapConfig:
     normalization: str = "test_set"  # min-max over the test set (paper), or "train" (training statistics: one image alone)
     align_corners: bool = False  # of the maps' bilinear upsampling; the reference code uses True
     num_train_maps: int = 32  # training images reconstructed for the "train" statistics
+    # gamma of A <- A * (max A)^gamma: each map scaled by its image's score (not in the paper, which is gamma 0). Every
+    # image's pixel order and the image scores' order stay as they were; an image that looks normal overall gets a
+    # lower map, one that does not a higher one, so pixels are compared across images with the image's evidence.
+    score_exponent: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     for training setting in grid:                            any other config key, e.g. denoiser.epochs=60,120
         pipe, train, _ = fit_pipeline(cfg + setting, ...)    trains (or reuses) that setting's models; timed
         for T_max, eta in grid:                              reconstruct the validation images at each pair
-            for lam, sigma in grid:                          re-combine the same raw maps (no new inference)
+            for lam, sigma, gamma in grid:                   re-combine the same raw maps (no new inference)
                 objective = mean(validation image AUROC, validation pixel AUROC)
     -> tune.csv (every row), tuned.yaml (the preset with the best row's settings; its header says how it was chosen)
 
@@ -39,9 +39,10 @@ DEFAULT_GRID: dict[str, list[Any]] = {
     "reconstruction.eta": [0.0, 1.0, 2.0, 4.0],
     "anomaly_map.lam": [0.0, 0.25, 0.5, 0.85, 1.0],
     "anomaly_map.sigma": [1.0, 2.0, 4.0],
+    "anomaly_map.score_exponent": [0.0],
 }
 _INFERENCE_KEYS = ("dic.t_max", "reconstruction.eta")  # need new reconstructions
-_MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma")  # re-combine the same raw maps
+_MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma", "anomaly_map.score_exponent")  # re-combine the same raw maps
 _SCORE_COLUMNS = ("image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget")
 
 
@@ -68,10 +69,12 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def with_map_settings(pipe: DynAD, lam: float, sigma: float) -> DynAD:
-    """`pipe` with the anomaly map's lambda and sigma (kernel +-4 sigma): re-combines raw maps, no new inference."""
+def with_map_settings(pipe: DynAD, lam: float, sigma: float, score_exponent: float = 0.0) -> DynAD:
+    """`pipe` with the anomaly map's lambda, sigma (kernel +-4 sigma) and score exponent: re-combines raw maps, no
+    new inference."""
     return pipe.with_overrides({"anomaly_map.lam": lam, "anomaly_map.sigma": sigma,
-                                "anomaly_map.kernel_size": kernel_size(sigma)})  # fmt: skip
+                                "anomaly_map.kernel_size": kernel_size(sigma),
+                                "anomaly_map.score_exponent": score_exponent})  # fmt: skip
 
 
 def tune(
@@ -138,11 +141,11 @@ def _score_inference_grid(pipe: DynAD, train: dict[str, Any], grid: dict[str, li
         variant = pipe.with_overrides(dict(zip(_INFERENCE_KEYS, values)))
         variant.fit_train_normalization(train["images"])
         res = variant.infer_all(val.images, progress=False)
-        for lam, sigma in itertools.product(grid["anomaly_map.lam"], grid["anomaly_map.sigma"]):
-            v = with_map_settings(variant, lam, sigma)
+        for map_values in itertools.product(*(grid[k] for k in _MAP_KEYS)):
+            v = with_map_settings(variant, *map_values)
             maps = v.anomaly_maps(res["latent_map"], res["feature_map"], variant.train_normalization)
             m, _ = validation.evaluate_maps(val, res["latent_map"], res["feature_map"], maps)
-            yield {**dict(zip(_INFERENCE_KEYS, values)), "anomaly_map.lam": lam, "anomaly_map.sigma": sigma,
+            yield {**dict(zip(_INFERENCE_KEYS, values)), **dict(zip(_MAP_KEYS, map_values)),
                    "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"],
                    "objective": (m["image_auroc"] + m["pixel_auroc"]) / 2}  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -185,6 +187,21 @@ def test_combine_weights_and_smoothing():
     assert scores[0] > scores[1] > 0
     assert scores[0] / scores[1] == pytest.approx(0.85 / 0.15, rel=1e-4)
     assert a[0].argmax() == 30 * 64 + 30 and a[0, 30, 34] > 0
+
+
+def test_score_exponent_scales_each_map_by_its_own_score_by_hand():
+    """A <- A * (max A)^gamma: two hand-made maps whose smoothed maxima are known; within-image order unchanged."""
+    base = dataclasses.replace(ExperimentConfig().anomaly_map, lam=1.0, sigma=1.0, kernel_size=1)  # kernel 1: no blur
+    lat = torch.tensor([[[0.0, 1.0], [0.5, 0.25]], [[0.0, 0.5], [0.25, 0.0]]])  # (2, 2, 2); image maxima 1.0 and 0.5
+    norm = am.MapNormalization(0.0, 1.0, 0.0, 1.0)
+    plain = am.combine(lat, torch.zeros_like(lat), norm, base)
+    assert torch.equal(plain, lat)
+    weighted = am.combine(lat, torch.zeros_like(lat), norm, dataclasses.replace(base, score_exponent=2.0))
+    assert torch.allclose(weighted, torch.stack([lat[0] * 1.0, lat[1] * 0.25]))
+    # The second image's top pixel (0.5) now ranks below the first image's 0.5 pixel scaled by 1: 0.125 < 0.5.
+    assert weighted[1, 0, 1] == pytest.approx(0.125) and weighted[0, 1, 0] == pytest.approx(0.5)
+    assert torch.equal(weighted[0].flatten().argsort(), plain[0].flatten().argsort())
+    assert torch.equal(am.image_scores(weighted).argsort(), am.image_scores(plain).argsort())
 
 
 def test_da_loss_zero_for_identical_features_and_modes_differ():
