@@ -179,7 +179,7 @@ def main() -> None:
             "wall_hours_with_overhead": {
                 str(g): round(makespan([h + OVERHEAD_MINUTES / 60 for h in measured], g), 2) for g in (1, 8, 64)
             },
-            "unet_fraction_of_peak": round(30 * f["unet_train_step"] / run["stages"]["denoiser"]["seconds_per_step"]
+            "unet_fraction_of_peak": round(run["batch"] * f["unet_train_step"] / run["stages"]["denoiser"]["seconds_per_step"]
                                            / (PEAK_TFLOPS * 1e12), 3),  # fmt: skip
         }
     write_json(args.out, result)

@@ -190,7 +190,7 @@ def test_combine_weights_and_smoothing():
 
 
 def test_score_exponent_scales_each_map_by_its_own_score_by_hand():
-    """A <- A * (max A)^gamma: two hand-made maps whose smoothed maxima are known; within-image order unchanged."""
+    """A <- A * (max A)^gamma on two hand-made maps (no blur): within-image order and score order unchanged."""
     base = dataclasses.replace(ExperimentConfig().anomaly_map, lam=1.0, sigma=1.0, kernel_size=1)  # kernel 1: no blur
     lat = torch.tensor([[[0.0, 1.0], [0.5, 0.25]], [[0.0, 0.5], [0.25, 0.0]]])  # (2, 2, 2); image maxima 1.0 and 0.5
     norm = am.MapNormalization(0.0, 1.0, 0.0, 1.0)
