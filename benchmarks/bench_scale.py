@@ -155,8 +155,8 @@ def main() -> None:
         "measured_dry_runs": [],
         "versions": versions(),
     }
-    for path in args.dry_runs:
-        r = json.loads(path.read_text())
+    runs = [(path, json.loads(path.read_text())) for path in args.dry_runs]
+    for path, r in runs:
         s = r["stages"]["denoiser"]
         step = s.get("seconds_per_step")
         result["measured_dry_runs"].append({
@@ -165,8 +165,7 @@ def main() -> None:
             "implied_gflops_per_second": round(r["batch"] * f["unet_train_step"] / step / 1e9, 1) if step else None,
         })  # fmt: skip
     # A GPU dry run at the presets' batch (30, both trained stages) replaces the assumed MFU with measured step times.
-    gpu_runs = [(p, json.loads(p.read_text())) for p in args.dry_runs]
-    gpu_runs = [(p, r) for p, r in gpu_runs if r["device"].startswith("cuda") and r["batch"] == 30]
+    gpu_runs = [(path, r) for path, r in runs if r["device"].startswith("cuda") and r["batch"] == 30]
     if gpu_runs:
         path, run = gpu_runs[0]
         measured = [measured_hours(run, n, m, e, da) for _, n, m, e, da in cats]
