@@ -23,7 +23,8 @@ Magnetic Tile; defect where the value is above half scale) or class values (VisA
 small integers: any non-zero pixel is defect). "auto" (every other layout) reads a file whose largest value is
 below half scale as class values, since /255 > 0.5 would empty it. It is then resized so that no defect pixel
 vanishes ("area": an output pixel is defect when any defect pixel lies in its footprint) or, as the paper and the
-reference code do, bilinearly and then thresholded ("bilinear").
+reference code do, bilinearly and then thresholded ("bilinear"). A mask of another aspect ratio than its image is a
+DatasetError (its defects would land in the wrong place); one at another scale of the same shape is resized with it.
 """
 
 from __future__ import annotations
@@ -373,6 +374,26 @@ def load_mask(
     return torch.from_numpy(m).float()[None]  # (1, S, S)
 
 
+def check_mask_covers_image(image: str | Path, mask: str | Path) -> None:
+    """Raise DatasetError when a mask's shape cannot be its image's.
+
+    A mask at another scale of the same shape is resized with its image (one pixel of rounding per side allowed);
+    a different aspect ratio would put every defect pixel in the wrong place, which no metric would notice.
+    """
+    (w, h), (mw, mh) = (_header_size(p) for p in (image, mask))
+    if abs(mw * h - mh * w) > w + h:  # mw / mh != w / h beyond rounding each mask side by one pixel
+        raise DatasetError(f"mask {mask} is {mw} x {mh} px, but its image {image} is {w} x {h} px: a mask must "
+                           "have its image's shape (the same size, or the same aspect ratio at another scale)")
+
+
+def _header_size(path: str | Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return im.size
+    except Exception as e:
+        raise DatasetError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+
+
 def mask_is_empty(path: str | Path, encoding: str = "auto") -> bool:
     """True when the stored mask (at its own resolution) marks no defect pixel."""
     return not _mask_values(path, encoding)[1].any()
@@ -406,11 +427,8 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
-        return {
-            "image": load_image(self.images[i], self.image_size),
-            "mask": load_mask(
-                self.masks[i], self.image_size, self.mask_threshold, self.mask_resize, self.mask_encoding
-            ),
-            "label": self.labels[i],
-            "index": i,
-        }
+        image = load_image(self.images[i], self.image_size)
+        mask = load_mask(self.masks[i], self.image_size, self.mask_threshold, self.mask_resize, self.mask_encoding)
+        if self.masks[i] is not None:
+            check_mask_covers_image(self.images[i], self.masks[i])
+        return {"image": image, "mask": mask, "label": self.labels[i], "index": i}

@@ -455,6 +455,24 @@ def test_mtd_faults(tmp_path):
         make_index("mtd", tmp_path, "magnetic_tile")
 
 
+def test_mask_of_another_shape_is_refused(tmp_path):
+    """A mask must be its image's shape; the same shape at half the scale is accepted and resized with it."""
+    image = write_image(tmp_path / "cat" / "test" / "dent" / "000.png")
+    write_image(tmp_path / "cat" / "train" / "good" / "000.png")
+    mask = tmp_path / "cat" / "ground_truth" / "dent" / "000_mask.png"
+    mask.parent.mkdir(parents=True)
+    half = np.zeros((H // 2, W // 2), np.uint8)
+    half[:, : W // 4] = 255  # the left half, as write_mask
+    Image.fromarray(half).save(mask)
+    index = make_index("folder", tmp_path, "cat")
+    row = int(index.index[index.label == 1][0])
+    item = ImageDataset(index, 8)[row]
+    assert item["mask"][0, :, :4].all() and not item["mask"][0, :, 5:].any()
+    Image.fromarray(np.full((W, H), 255, np.uint8)).save(mask)  # transposed: 20 x 30 for a 30 x 20 image
+    with raises_naming(mask, image, "20 x 30 px", "30 x 20 px"):
+        ImageDataset(index, 8)[row]
+
+
 @pytest.mark.parametrize("name", ["a.png", "a.jpg"])
 def test_truncated_file(tmp_path, name):
     path = tmp_path / name
