@@ -72,7 +72,8 @@ DEMO_RUNS = Path(__file__).resolve().parents[1] / "runs/demo/synthetic"
 def demo_eval(category: str) -> Path:
     path = DEMO_RUNS / category / "eval"
     if not (path / "maps.npz").is_file() or not (path / "pipeline.pt").is_file():
-        pytest.skip(f"no demo run at {path}: run `make demo` first (it trains the demo models, ~5 min per category)")
+        pytest.skip(f"no demo run at {path}: run `make demo` first "
+                    "(it trains the demo models: 13 to 34 min on 2 CPU cores)")
     return path
 
 
