@@ -83,7 +83,9 @@ def load_split(
     rows = index[index.split == split].reset_index(drop=True)
     d = cfg.data
     ds = ImageDataset(rows, d.image_size, d.mask_threshold, d.mask_resize, mask_encoding)
-    items = [ds[i] for i in tqdm(range(len(ds)), desc=f"load {split}", disable=not progress, leave=False)]
+    # The bar as a context: a file that fails to load closes (erases) it, so the error starts on a line of its own.
+    with tqdm(range(len(ds)), desc=f"load {split}", disable=not progress, leave=False) as bar:
+        items = [ds[i] for i in bar]
     out = {
         "rows": rows,
         "images": torch.stack([it["image"] for it in items]),

@@ -214,6 +214,19 @@ def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_reports_an_unreadable_image_on_a_line_of_its_own(shared_data, tmp_path, capsys):
+    """The loading bar is erased before the error, which names the file (it used to be glued to the bar's line)."""
+    root = Path(shutil.copytree(shared_data[0], tmp_path / "synthetic"))
+    bad = sorted((root / "board" / "train" / "good").glob("*.png"))[3]
+    bad.write_bytes(b"not a png")
+    rc = cli_main(["run", "--preset", "tiny", "--category", "board", "--root", str(root),
+                   "--out", str(tmp_path / "out"), "--models", str(tmp_path / "models")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "load train" in err  # the bar was drawn
+    last = err.rsplit("\r", 1)[-1]  # what a terminal shows on the last line
+    assert last.startswith(f"error: cannot read image file {bad}: UnidentifiedImageError"), last
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # 5, 6. Run folders never mix; done-markers are checked against their outputs.
 
