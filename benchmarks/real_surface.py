@@ -124,7 +124,8 @@ def measure(surface: str, args, commit: str) -> dict:
         "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"], "pro": m["pro"],
         "baselines": m["baselines"], "validation": validation,
         "per_defect_csv": (work / "run" / "per_defect.csv").read_text(), "run_folder": str(work / "run"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "versions": versions(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": m["provenance"]["cpu"]},
+        "versions": versions(),
         "caveat": caveat,
     }  # fmt: skip
 
@@ -152,8 +153,8 @@ def summary(results: Path) -> str:
     if unseen:
         mean = " / ".join(f"{v:.3f}" for v in np.mean(unseen, axis=0))
         rows.append(f"| mean of the {len(unseen)} unseen textures | **{mean}** | | | | | |")
-    return ("Written by `python benchmarks/real_surface.py` (the `cpu` preset from scratch on each surface; commands "
-            "and versions in each JSON).\n\n" + "\n".join(rows) + "\n")  # fmt: skip
+    return ("Written by `python benchmarks/real_surface.py` (the `cpu` preset from scratch on each surface; commands, "
+            "versions and CPU in each JSON).\n\n" + "\n".join(rows) + "\n")  # fmt: skip
 
 
 def main() -> None:
