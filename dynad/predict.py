@@ -156,7 +156,7 @@ def predict(
             try:
                 batch.append((i, load_image(paths[i], size)))
             except DatasetError as e:
-                print(f"skipped {paths[i]}: {e}", file=sys.stderr)
+                bar.write(f"skipped {paths[i]}: {e}", file=sys.stderr)  # on a line of its own, above the bar
                 skipped.append({"path": str(paths[i]), "error": str(e)})
         if not batch:
             bar.update(min(batch_size, len(paths) - start))

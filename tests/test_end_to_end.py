@@ -219,6 +219,8 @@ def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, ti
     err = capsys.readouterr().err
     assert rc == 1  # some inputs were skipped
     assert err.count("skipped") == 2 and "broken.png" in err and "missing.png" in err
+    shown = [line.rsplit("\r", 1)[-1] for line in err.split("\n")]  # what a terminal shows on each line
+    assert sum(line.startswith("skipped ") for line in shown) == 2, shown  # not glued to the progress bar
     pred = pd.read_csv(out / "predictions.csv")
     assert list(pred.columns) == ["path", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
     per_image = pd.read_csv(run / "per_image.csv")
