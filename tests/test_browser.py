@@ -170,9 +170,18 @@ def test_run_all_00_then_move_07s_slider(lab: dict, browser, shared_data) -> Non
         "([sel, old]) => { const e = document.querySelector(sel); return e && e.getAttribute('src') !== old; }",
         arg=[".widget-output img", before_src], timeout=60_000,
     )  # fmt: skip
+    # Three key presses can send three values: wait until the last one is shown and the kernel is idle, so the label,
+    # the image and the screenshot agree with the slider.
+    page.wait_for_function(
+        "([sel, ro]) => { const e = document.querySelector(sel), r = document.querySelector(ro);"
+        " return e && r && e.innerText.includes('shown: T_hat ' + r.innerText.trim() + ';'); }",
+        arg=[".widget-html-content", ".widget-slider .widget-readout"], timeout=60_000,
+    )  # fmt: skip
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "07_after_slider.png"), full_page=True)
     after_info = info.inner_text() if info.count() else page.locator(".widget-html-content").first.inner_text()
     assert after_info != before_info
     t_before = int(before_info.split("shown: T_hat ")[1].split(";")[0])
     t_after = int(after_info.split("shown: T_hat ")[1].split(";")[0])
     assert t_after > t_before, (before_info, after_info)
+    assert t_after == int(page.locator(".widget-slider .widget-readout").first.inner_text()), after_info
