@@ -1,6 +1,6 @@
 """`dynad reproduce` on the tiny preset: a failing category is recorded while the others complete, a second call
 skips what is done, an interrupted run reruns only what is missing, and two reproductions, one of them with
-`--executor ray`, give identical tables."""
+`--executor ray`, give identical tables; notebook kernels start encrypted."""
 
 from __future__ import annotations
 
@@ -201,3 +201,24 @@ def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict
     rc = reproduce(preset="tiny", datasets=["synthetic"], roots={"synthetic": str(tmp_path / "synthetc")}, runs=runs,
                    results=tmp_path / "results", progress=False)  # fmt: skip
     assert rc == 1 and "synthetc" in capsys.readouterr().out and not (tmp_path / "synthetc").exists()
+
+
+def test_notebook_kernels_start_encrypted_and_without_the_tcp_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """ipykernel >= 7.4 prints a warning each time a kernel starts over unencrypted TCP; `execute` asks for CurveZMQ,
+    so the kernel's connection file holds a Curve key and nothing is printed."""
+    import nbformat
+
+    from dynad import reproduce as rep
+
+    if not rep.kernel_options():
+        pytest.skip("jupyter_client < 8.10 or a libzmq without CurveZMQ: kernels start over plain TCP")
+    probe = "import json; from ipykernel import get_connection_file\n"
+    probe += "print('curve' if 'curve_secretkey' in json.load(open(get_connection_file())) else 'plain')"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(probe)]), tmp_path / "probe.ipynb")
+    monkeypatch.setattr(rep, "notebooks_dir", lambda: tmp_path)
+    rep.execute("probe", tmp_path / "out" / "probe.ipynb", {}, tmp_path / "cwd")
+    outputs = nbformat.read(tmp_path / "out" / "probe.ipynb", as_version=4).cells[-1].outputs
+    assert [o.get("text", "").strip() for o in outputs] == ["curve"]
+    assert "without encryption" not in capfd.readouterr().err
