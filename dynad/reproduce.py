@@ -118,9 +118,10 @@ KERNEL_START_ATTEMPTS = 2
 
 
 def kernel_options() -> dict[str, Any]:
-    """papermill's options for each notebook's kernel: CurveZMQ transport encryption where jupyter_client (>= 8.10)
-    and libzmq offer it. ipykernel >= 7.4 warns on every start of a kernel over plain TCP, which put twelve warnings
-    across `make demo`'s progress bar; "auto" encrypts only when the kernelspec declares support, as ipykernel's does."""
+    """papermill's options for each notebook's kernel: CurveZMQ transport encryption (Jupyter's transport-encryption
+    proposal) where jupyter_client and libzmq offer it. ipykernel 7.4 warns on every start of a kernel over plain
+    TCP, which put twelve warnings across `make demo`'s progress bar; "auto" encrypts only when the kernelspec
+    declares support, as ipykernel's does."""
     import zmq
     from jupyter_client.manager import KernelManager
     from traitlets.config import Config

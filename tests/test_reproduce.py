@@ -206,7 +206,7 @@ def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict
 def test_notebook_kernels_start_encrypted_and_without_the_tcp_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
 ) -> None:
-    """ipykernel >= 7.4 prints a warning each time a kernel starts over unencrypted TCP; `execute` asks for CurveZMQ,
+    """ipykernel 7.4 prints a warning each time a kernel starts over unencrypted TCP; `execute` asks for CurveZMQ,
     so the kernel's connection file holds a Curve key and nothing is printed."""
     import nbformat
 
