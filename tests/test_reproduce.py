@@ -213,7 +213,7 @@ def test_notebook_kernels_start_encrypted_and_without_the_tcp_warning(
     from dynad import reproduce as rep
 
     if not rep.kernel_options():
-        pytest.skip("jupyter_client < 8.10 or a libzmq without CurveZMQ: kernels start over plain TCP")
+        pytest.skip("this jupyter_client has no transport_encryption option or this libzmq no CurveZMQ: plain TCP")
     probe = "import json; from ipykernel import get_connection_file\n"
     probe += "print('curve' if 'curve_secretkey' in json.load(open(get_connection_file())) else 'plain')"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(probe)]), tmp_path / "probe.ipynb")
