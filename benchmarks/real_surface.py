@@ -7,7 +7,8 @@
 Issue 8 measures dynad on real textured surfaces with defects of the four scales of `dynad synth`. Each surface
 becomes a folder data set through `dynad synth --from-images` (150 train, 40 good test, 15 each of spot, scratch,
 patch and missing), on which `dynad run --preset cpu --dataset folder` runs from scratch in a temporary folder; the
-numbers, the peers' (kNN distance, patch kNN), the validation self-check and the wall time go to the JSON.
+numbers, the peers' (kNN distance, patch kNN), the validation self-check and the wall time go to the JSON. The
+temporary folder (data and run, about 140 MB) is kept for a look at the maps; its path is printed and in the JSON.
 
     mtd      every third defect-free *training* photograph of the Magnetic Tile split (sorted; its test images are
              never used), 256 px. The `cpu` preset's settings were chosen on validation pseudo-defects that include
@@ -176,7 +177,7 @@ def main() -> None:
         out = args.results / f"real_surface_{surface}.json"
         write_json(out, r)
         print(f"{surface}: image {r['image_auroc']:.4f} pixel {r['pixel_auroc']:.4f} PRO {r['pro']:.4f} "
-              f"in {r['wall_seconds'] / 60:.1f} min -> {out}")  # fmt: skip
+              f"in {r['wall_seconds'] / 60:.1f} min -> {out} (run kept in {r['run_folder']})")  # fmt: skip
     with atomic_write(args.results / "real_surfaces.md", "w") as f:
         f.write(summary(args.results))
 
