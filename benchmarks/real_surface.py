@@ -1,7 +1,7 @@
 """The `cpu` preset on real photographed surfaces with the four synthetic defect types painted on them.
 
     python benchmarks/real_surface.py [--surface mtd brick grass gravel] [--mtd ../shared/data/magnetic-tile]
-                                      [--preset cpu] [--threads 1]
+                                      [--preset cpu] [--threads 1] [--set seed=43 ...]
     -> benchmarks/results/real_surface_<surface>.json each, and benchmarks/results/real_surfaces.md (every JSON there)
 
 Issue 8 measures dynad on real textured surfaces with defects of the four scales of `dynad synth`. Each surface
@@ -17,6 +17,9 @@ temporary folder (data and run, about 140 MB) is kept for a look at the maps; it
     grass,   which no setting of dynad has seen: the fine, high-contrast textures on which a blurring autoencoder
     gravel   inverts the maps. One photograph gives 128 px crops (`texture_crops`): training crops from its upper
              rows, test crops from its lower rows, so that no test crop shares a pixel with a training crop.
+
+`--set KEY=VALUE` passes a preset override to the run, as `dynad run --set` does; `--set seed=43` retrains every
+model with another seed on the same images and defects (the surfaces' own draws are fixed), for the seeds' spread.
 
 A surface that cannot be measured here (no Magnetic Tile folder, no scikit-image) is skipped with its reason.
 """
@@ -111,17 +114,19 @@ def measure(surface: str, args, commit: str) -> dict:
     t0 = time.perf_counter()
     photos, size, description = surface_photographs(surface, args.mtd, work)
     synthetic.on_photographs(photos, work / "data", surface, image_size=size)
-    cfg = load_preset(args.preset, [f"threads={args.threads}"])
+    cfg = load_preset(args.preset, [f"threads={args.threads}", *args.set])
     m = run_experiment(cfg, "folder", work / "data", surface, work / "run")
     seconds = time.perf_counter() - t0
     command = f"python benchmarks/real_surface.py --surface {surface} --preset {args.preset} --threads {args.threads}"
+    command += "".join(f" --set {o}" for o in args.set)
     caveat = ("the cpu preset's inference settings were chosen on validation pseudo-defects that include this surface"
               if surface == "mtd" else "a surface that no dynad setting was chosen on")  # fmt: skip
     validation = {k: m["validation"][k] for k in ("image_auroc", "pixel_auroc", "warning")}
     return {
         "command": command, "commit": commit,
         "surface": f"{description}, defects painted by dynad synth --from-images",
-        "preset": args.preset, "threads": args.threads, "wall_seconds": round(seconds, 1),
+        "preset": args.preset, "threads": args.threads, "overrides": args.set, "seed": cfg.seed,
+        "wall_seconds": round(seconds, 1),
         "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"], "pro": m["pro"],
         "baselines": m["baselines"], "validation": validation,
         "per_defect_csv": (work / "run" / "per_defect.csv").read_text(), "run_folder": str(work / "run"),
@@ -164,6 +169,8 @@ def main() -> None:
     p.add_argument("--mtd", type=Path, default=ROOT.parent / "shared" / "data" / "magnetic-tile")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a preset override, as for `dynad run` (e.g. seed=43 for the spread over training seeds)")
     p.add_argument("--results", type=Path, default=HERE / "results", help="folder of the JSON files and the summary")
     args = p.parse_args()
     skipped = {s: why for s in args.surface if (why := missing(s, args.mtd))}
