@@ -141,9 +141,10 @@ def summary(results: Path) -> str:
     rows = ["| surface | DynAD image / pixel AUROC / PRO | by type, image AUROC: spot / scratch / patch / missing | "
             "patch kNN (same run) | kNN distance | validation | minutes |",
             "|---|---|---|---|---:|---|---:|"]  # fmt: skip
-    unseen = []
+    unseen, overrides = [], set()
     for path in sorted(results.glob("real_surface_*.json")):
         r = json.loads(path.read_text())
+        overrides.update(r.get("overrides", []))
         if path.stem.removeprefix("real_surface_") in TEXTURES:
             unseen.append([r["image_auroc"], r["pixel_auroc"], r["pro"]])
         by_type = pd.read_csv(io.StringIO(r["per_defect_csv"]), index_col="defect_type")["image_auroc"]
@@ -159,8 +160,9 @@ def summary(results: Path) -> str:
     if unseen:
         mean = " / ".join(f"{v:.3f}" for v in np.mean(unseen, axis=0))
         rows.append(f"| mean of the {len(unseen)} unseen textures | **{mean}** | | | | | |")
-    return ("Written by `python benchmarks/real_surface.py` (the `cpu` preset from scratch on each surface; commands, "
-            "versions and CPU in each JSON).\n\n" + "\n".join(rows) + "\n")  # fmt: skip
+    with_set = f", with {', '.join(f'`--set {o}`' for o in sorted(overrides))}" if overrides else ""
+    return (f"Written by `python benchmarks/real_surface.py` (the `cpu` preset from scratch on each surface{with_set}; "
+            "commands, versions and CPU in each JSON).\n\n" + "\n".join(rows) + "\n")  # fmt: skip
 
 
 def main() -> None:

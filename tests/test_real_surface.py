@@ -41,9 +41,12 @@ def test_summary_tabulates_every_surface(bench, tmp_path):
     (tmp_path / "real_surface_mtd.json").write_text(json.dumps({**result, "image_auroc": 0.5}))
     (tmp_path / "real_surface_grass.json").write_text(json.dumps({**result, "image_auroc": 0.95, "pixel_auroc": 0.98}))
     rows = bench.summary(tmp_path).splitlines()
+    assert "on each surface; commands" in rows[0]  # no override: the preset as it is
     assert rows[-1] == "| mean of the 2 unseen textures | **0.900 / 0.970 / 0.900** | | | | | |"  # mtd is not one
     assert rows[-3] == ("| gravel | **0.850 / 0.960 / 0.900** | 0.70 / 0.80 / 0.90 / 1.00 | 0.990 / 0.980 / 0.970 | "
                         "0.800 | 1.000 / 0.950 | 1.5 |")  # fmt: skip
+    (tmp_path / "real_surface_brick.json").write_text(json.dumps({**result, "overrides": ["seed=43"]}))
+    assert "on each surface, with `--set seed=43`; commands" in bench.summary(tmp_path)
 
 
 def test_a_surface_without_its_data_is_named_and_skipped(bench, tmp_path, monkeypatch, capsys):
