@@ -40,7 +40,7 @@ import pandas as pd
 from PIL import Image
 
 from dynad import synthetic
-from dynad.config import load_preset
+from dynad.config import ExperimentConfig, load_preset
 from dynad.data import make_index
 from dynad.experiment import run_experiment
 from dynad.provenance import atomic_write, git_commit, versions, write_json
@@ -109,12 +109,11 @@ def surface_photographs(surface: str, mtd: Path, work: Path) -> tuple[list[Path]
                          f"lowest {TEST_ROWS}")  # fmt: skip
 
 
-def measure(surface: str, args, commit: str) -> dict:
+def measure(surface: str, cfg: ExperimentConfig, args, commit: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"dynad-real-surface-{surface}-"))
     t0 = time.perf_counter()
     photos, size, description = surface_photographs(surface, args.mtd, work)
     synthetic.on_photographs(photos, work / "data", surface, image_size=size)
-    cfg = load_preset(args.preset, [f"threads={args.threads}", *args.set])
     m = run_experiment(cfg, "folder", work / "data", surface, work / "run")
     seconds = time.perf_counter() - t0
     command = f"python benchmarks/real_surface.py --surface {surface} --preset {args.preset} --threads {args.threads}"
@@ -180,9 +179,10 @@ def main() -> None:
         print(f"skipping {surface}: {why}")
     if len(skipped) == len(args.surface):
         raise SystemExit("no surface to measure")
+    cfg = load_preset(args.preset, [f"threads={args.threads}", *args.set])  # a bad --set fails before any run
     commit = git_commit()  # once, before this batch rewrites the committed JSON files
     for surface in (s for s in args.surface if s not in skipped):
-        r = measure(surface, args, commit)
+        r = measure(surface, cfg, args, commit)
         out = args.results / f"real_surface_{surface}.json"
         write_json(out, r)
         print(f"{surface}: image {r['image_auroc']:.4f} pixel {r['pixel_auroc']:.4f} PRO {r['pro']:.4f} "

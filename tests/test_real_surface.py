@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dynad.config import ConfigError
+
 import benchmark_scripts
 
 
@@ -56,3 +58,10 @@ def test_a_surface_without_its_data_is_named_and_skipped(bench, tmp_path, monkey
     with pytest.raises(SystemExit, match="no surface to measure"):
         bench.main()
     assert "skipping mtd" in capsys.readouterr().out
+
+
+def test_a_bad_override_fails_before_any_surface_is_built(bench, monkeypatch):
+    monkeypatch.setattr(bench, "measure", lambda *a: pytest.fail("a surface was built"))
+    monkeypatch.setattr("sys.argv", ["real_surface.py", "--surface", "gravel", "--set", "sed=43"])
+    with pytest.raises(ConfigError, match="unknown config key sed"):
+        bench.main()
