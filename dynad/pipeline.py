@@ -226,7 +226,8 @@ class DynAD:
                 config=da_key, checkpoint_every=1, seed=cfg.seed, desc="adaptation", progress=progress,
                 find_unused_parameters=True, **run,  # the extractor stops after its last used block
             )  # fmt: skip
-            prov["weights"]["feature_extractor"] += f", domain-adapted {a.epochs} epochs ({path.name})"
+            n_epochs = f"{a.epochs} epoch" + "s" * (a.epochs != 1)
+            prov["weights"]["feature_extractor"] += f", domain-adapted {n_epochs} ({path.name})"
         extractor.eval()
         prov["seconds"]["adaptation"] = time.perf_counter() - t0
 
