@@ -240,8 +240,16 @@ def _run_ray(tasks: list[Task], notify: Callable[[str], None], address: str | No
     if started:
         # Ray's default 10 s for the local node to come up is too short on a loaded machine (measured: at load 20
         # on 2 cores it timed out); a cluster that is already running is not affected.
-        os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        wait = os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError:  # no cluster at `address`: Ray's message says so
+            raise
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception when its node does not come up in time
+            raise ConnectionError(
+                f"Ray did not start, so no category ran ({error_line(e)}); on a loaded machine set "
+                f"RAY_raylet_start_wait_time_s above {wait} s, or use --executor local"
+            ) from e
     runs.mkdir(parents=True, exist_ok=True)
     token = runs / f".ray-driver-{os.getpid()}"  # a worker that sees this file shares the driver's filesystem
     token.write_text("dynad reproduce driver\n")
@@ -376,7 +384,11 @@ def reproduce(
 
     outcomes: list[Outcome] = []
     if executor == "ray":
-        outcomes = _run_ray(tasks, notify, address, runs)
+        try:
+            outcomes = _run_ray(tasks, notify, address, runs)
+        except ConnectionError:
+            bar.close()  # so that the error starts a line of its own
+            raise
     elif jobs == 1:
         for t in tasks:
             outcomes.append(run_category(t, notify))

@@ -418,3 +418,25 @@ def test_a_kernel_that_never_starts_or_an_error_in_a_cell_is_not_retried(tmp_pat
     with pytest.raises(RuntimeError, match="a cell raised this"):
         execute("04_evaluate", tmp_path / "04.ipynb", {}, tmp_path)
     assert len(calls) == 1
+
+
+def test_ray_that_does_not_start_is_one_line_and_runs_nothing(shared_data, tmp_path, monkeypatch, capsys):
+    """Ray raises a bare Exception when its local node does not come up in time (seen on a loaded 2-core machine):
+    `dynad reproduce --executor ray` says so on a line of its own, with what to do, and starts no notebook."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[cluster]')")
+
+    def init(**kwargs):
+        raise Exception("The current node timed out during startup.")  # noqa: TRY002 - Ray's own type
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setenv("RAY_raylet_start_wait_time_s", "90")
+    rc = cli_main(["reproduce", "--preset", "tiny", "--datasets", "synthetic", "--categories", "board",
+                   "--root", f"synthetic={shared_data[0]}", "--runs", str(tmp_path / "runs"),
+                   "--results", str(tmp_path / "results"), "--executor", "ray"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert rc == 2 and out.endswith("\n")  # the progress bar's line is finished before the error
+    assert err == (
+        "error: Ray did not start, so no category ran (Exception: The current node timed out during startup.); "
+        "on a loaded machine set RAY_raylet_start_wait_time_s above 90 s, or use --executor local\n"
+    )
+    assert not list(tmp_path.rglob("*.ipynb"))
