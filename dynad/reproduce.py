@@ -296,6 +296,39 @@ def _run_category_queued(task: Task, queue) -> Outcome:
         return Outcome(task.dataset, task.category, task.run_dir, failed="setup", error=error_line(e))
 
 
+def _run_local(tasks: list[Task], notify: Callable[[str], None], jobs: int) -> list[Outcome]:
+    """The tasks here, `jobs` processes at a time (in this process when 1); outcomes in the order of `tasks`."""
+    if jobs == 1:
+        return [run_category(t, notify) for t in tasks]
+    import multiprocessing as mp
+    import queue as queue_mod
+    from concurrent.futures import ProcessPoolExecutor
+
+    outcomes: list[Outcome] = []
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        q = manager.Queue()
+        futures = {pool.submit(_run_category_queued, t, q): t for t in tasks}
+        pending = set(futures)
+        while pending:
+            try:
+                notify(q.get(timeout=0.5))
+            except queue_mod.Empty:
+                pass
+            pending = {f for f in pending if not f.done()}
+        while True:
+            try:
+                notify(q.get_nowait())
+            except queue_mod.Empty:
+                break
+        for f, t in futures.items():
+            try:
+                outcomes.append(f.result())
+            except Exception as e:  # noqa: BLE001 - a crashed worker
+                outcomes.append(Outcome(t.dataset, t.category, t.run_dir, failed="setup", error=error_line(e)))
+    return outcomes
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The whole reproduction.
 
@@ -376,70 +409,39 @@ def reproduce(
     jobs = max(1, int(jobs))
     tasks = _tasks(preset, datasets, categories, roots, runs, list(overrides), notebooks, models, threads)
     total = sum(max(len(t.notebooks), 1) for t in tasks) + 2
-    bar = tqdm(total=total, desc="notebooks", unit="nb", disable=not progress, file=sys.stdout)
+    # The bar as a context: an error that escapes (Ray that does not start) closes it, so the error starts on a line
+    # of its own.
+    with tqdm(total=total, desc="notebooks", unit="nb", disable=not progress, file=sys.stdout) as bar:
 
-    def notify(label: str) -> None:
-        bar.set_postfix_str(label[-60:], refresh=False)
-        bar.update(1)
+        def notify(label: str) -> None:
+            bar.set_postfix_str(label[-60:], refresh=False)
+            bar.update(1)
 
-    outcomes: list[Outcome] = []
-    if executor == "ray":
-        try:
+        if executor == "ray":
             outcomes = _run_ray(tasks, notify, address, runs)
-        except ConnectionError:
-            bar.close()  # so that the error starts a line of its own
-            raise
-    elif jobs == 1:
-        for t in tasks:
-            outcomes.append(run_category(t, notify))
-    else:
-        import multiprocessing as mp
-        import queue as queue_mod
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            q = manager.Queue()
-            futures = {pool.submit(_run_category_queued, t, q): t for t in tasks}
-            pending = set(futures)
-            while pending:
-                try:
-                    notify(q.get(timeout=0.5))
-                except queue_mod.Empty:
-                    pass
-                pending = {f for f in pending if not f.done()}
-            while True:
-                try:
-                    notify(q.get_nowait())
-                except queue_mod.Empty:
-                    break
-            for f, t in futures.items():
-                try:
-                    outcomes.append(f.result())
-                except Exception as e:  # noqa: BLE001 - a crashed worker
-                    outcomes.append(Outcome(t.dataset, t.category, t.run_dir, failed="setup", error=error_line(e)))
-
-    # ---- 06: the paper's tables and figures from every run of this preset; 07: the step-size grid.
-    summary: list[Outcome] = []
-    out_dir = results / preset
-    done = [o for o in outcomes if o.ok and o.category != "(none)"]
-    have_runs = (runs / preset).is_dir() and any((runs / preset).glob("*/*/eval/metrics.json"))
-    for stem, params, run_dir, target in _summary_jobs(preset, runs, results, done, have_runs):
-        o = Outcome("results", stem, str(run_dir))
-        fp = inputs_fingerprint(runs, preset) if stem == SUMMARY_NOTEBOOK else eval_fingerprint(params["run_dir"])
-        if marker_matches(run_dir, stem, params, inputs=fp):
-            o.skipped.append(stem)
         else:
-            t0 = time.perf_counter()
-            try:
-                execute(stem, target, params, Path(run_dir))
-                o.executed.append(stem)
-            except Exception as e:  # noqa: BLE001
-                o.failed, o.notebook, o.error = stem, str(target), error_line(e)
-            o.seconds = time.perf_counter() - t0
-        summary.append(o)
-        notify(f"{stem}")
-    bar.close()
+            outcomes = _run_local(tasks, notify, jobs)
+
+        # ---- 06: the paper's tables and figures from every run of this preset; 07: the step-size grid.
+        summary: list[Outcome] = []
+        out_dir = results / preset
+        done = [o for o in outcomes if o.ok and o.category != "(none)"]
+        have_runs = (runs / preset).is_dir() and any((runs / preset).glob("*/*/eval/metrics.json"))
+        for stem, params, run_dir, target in _summary_jobs(preset, runs, results, done, have_runs):
+            o = Outcome("results", stem, str(run_dir))
+            fp = inputs_fingerprint(runs, preset) if stem == SUMMARY_NOTEBOOK else eval_fingerprint(params["run_dir"])
+            if marker_matches(run_dir, stem, params, inputs=fp):
+                o.skipped.append(stem)
+            else:
+                t0 = time.perf_counter()
+                try:
+                    execute(stem, target, params, Path(run_dir))
+                    o.executed.append(stem)
+                except Exception as e:  # noqa: BLE001
+                    o.failed, o.notebook, o.error = stem, str(target), error_line(e)
+                o.seconds = time.perf_counter() - t0
+            summary.append(o)
+            notify(f"{stem}")
     _print_summary(outcomes + summary, out_dir)
     return 1 if any(not o.ok for o in outcomes + summary) else 0
 
