@@ -309,6 +309,16 @@ def _high_depth_grey(im: Image.Image, path: str | Path) -> np.ndarray | None:
     return a
 
 
+def open_rgb(path: str | Path) -> Image.Image:
+    """The file as an 8-bit RGB image at its own size, for pictures and for writing PNGs: 16-bit and float greyscale
+    scaled by their range as `load_image` reads them (PIL's convert("RGB") would turn them white)."""
+    im = _open(path)
+    grey = _high_depth_grey(im, path)
+    if grey is None:
+        return im.convert("RGB")
+    return Image.fromarray(np.rint(grey * 255).astype(np.uint8)).convert("RGB")
+
+
 def _check_size(size: int) -> None:
     if not isinstance(size, (int, np.integer)) or size <= 0:
         raise ValueError(f"image size must be a positive int, got {size!r}")

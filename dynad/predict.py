@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dynad.data import DatasetError, load_image
+from dynad.data import DatasetError, load_image, open_rgb
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, write_json
 
@@ -164,7 +164,7 @@ def predict(
         res = pipe.score(torch.stack([x for _, x in batch]))
         for k, (i, _) in enumerate(batch):
             score = float(res["pred_score"][k])
-            image = Image.open(paths[i]).convert("RGB")  # decoded again at its own size, for the overlay
+            image = open_rgb(paths[i])  # decoded again at its own size, for the overlay
             amap = F.interpolate(res["anomaly_map"][k][None, None].float(), size=(image.height, image.width),
                                  mode="bilinear", align_corners=False)[0, 0].numpy()  # (H, W) fmt: skip
             heat_overlay(image, amap, threshold).save(out / "overlays" / f"{names[i]}.png")

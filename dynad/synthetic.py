@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from dynad.data import open_rgb
 from dynad.progress import tqdm
 
 CATEGORIES = ("tiles", "board")
@@ -617,11 +618,7 @@ def on_photographs(
     full = np.ones((image_size, image_size), bool)
     try:
         for (split, index, defect), path in tqdm(list(zip(jobs, images)), desc="defects on photographs", disable=not progress):
-            try:
-                with Image.open(path) as f:
-                    photo = f.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
-            except OSError as e:
-                raise ValueError(f"{path}: not a readable image ({e})") from None
+            photo = open_rgb(path).resize((image_size, image_size), Image.BICUBIC)  # DatasetError names a bad file
             image = np.asarray(photo, dtype=np.float64) / 255
             if defect is not None:
                 rng = np.random.default_rng(_seed(seed, category, split, index))

@@ -242,6 +242,22 @@ def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, ti
     assert bool(wide.is_anomalous) == (wide.score >= summary["threshold"])
 
 
+def test_predict_overlays_16_bit_images_as_their_8_bit_twins(tiny_run, tmp_path):
+    """A 16-bit greyscale image scores and is drawn by its range: its overlay is its 8-bit twin's, not white."""
+    from dynad.predict import predict
+
+    run, _ = tiny_run
+    image = sorted((Path(pd.read_csv(run / "per_image.csv").path[0])).parent.glob("*.png"))[0]
+    grey = np.asarray(Image.open(image).convert("L"))
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    predict(run, [tmp_path / "grey8.png", tmp_path / "grey16.png"], tmp_path / "out", progress=False)
+    pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert pred.score[0] == pytest.approx(pred.score[1], rel=1e-2)  # resized in float vs in 8 bits: near, not equal
+    a, b = (np.asarray(Image.open(tmp_path / "out" / "overlays" / f"grey{d}.png")).astype(int) for d in (8, 16))
+    assert np.abs(a - b).mean() < 0.5 and np.abs(a - b).max() <= 8  # the maps differ by that rounding only
+
+
 def test_predict_threshold_from_validation_or_given(tiny_run, tmp_path):
     """The run's validation threshold wins over the training quantile; --threshold wins over both."""
     import shutil

@@ -24,7 +24,7 @@ from dynad import fingerprint, run_folder
 from dynad.checks import check_config
 from dynad.cli import main as cli_main
 from dynad.config import PRESETS, ConfigError, load_preset
-from dynad.data import DatasetError, load_image, load_mask, make_index
+from dynad.data import DatasetError, load_image, load_mask, make_index, open_rgb
 from dynad.experiment import fit_pipeline, is_complete, run_experiment
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, save_torch, tmp_tag
@@ -112,6 +112,8 @@ def test_16_bit_and_float_images_and_masks_load_by_their_range(tmp_path):
     for name in ("g16.png", "gf.tiff"):
         x = load_image(tmp_path / name, 32)
         assert x.shape == (3, 32, 32) and torch.allclose(x, ref, atol=2 / 255), name
+        # Pictures of them (predict's overlays, synth --from-images) too, not clipped to white at 255.
+        assert np.array_equal(np.asarray(open_rgb(tmp_path / name)), np.repeat(grey8[..., None], 3, axis=2)), name
     mask8 = np.zeros((48, 40), np.uint8)
     mask8[10:30, 5:20] = 255
     Image.fromarray(mask8).save(tmp_path / "m8.png")
