@@ -70,6 +70,9 @@ def storage_estimate(cfg: ExperimentConfig) -> tuple[int, int]:
     return 2 * 12 * (trained_vae + unet_params) + margin, 4 * (vae_params + unet_params) + margin
 
 
+DARK = 1 / 8  # training images whose brightest pixel is at most this fraction of full scale are warned about
+
+
 def load_split(
     index: pd.DataFrame, split: str, cfg: ExperimentConfig, progress: bool, mask_encoding: str = "auto"
 ) -> dict[str, Any]:
@@ -78,7 +81,8 @@ def load_split(
     `defective_without_mask_in_data` are empty in the stored file already.
 
     Warns when any defective image has an empty mask (its defect pixels would count as normal) and raises when all
-    of them do (no pixel metric could be computed; found now rather than after training).
+    of them do (no pixel metric could be computed; found now rather than after training). Warns when every training
+    image is dark (at most `DARK` of full scale), as 12-bit values in 16-bit files are.
     """
     rows = index[index.split == split].reset_index(drop=True)
     d = cfg.data
@@ -110,6 +114,16 @@ def load_split(
         )
     out["defective_without_mask"] = len(empty)
     out["defective_without_mask_in_data"] = len(in_data)
+    brightest = (out["images"].amax(dim=(1, 2, 3)) + 1) / 2  # (N,) each image's brightest pixel, 1 = full scale
+    if split == "train" and float(brightest.max()) <= DARK:
+        i = int(brightest.argmax())
+        warnings.warn(
+            f"the {len(rows)} training images are dark: the brightest pixel of all of them is at "
+            f"{float(brightest[i]):.1%} of full scale ({rows.image_path[i]}); dynad reads 16-bit files on 0-65535, so "
+            f"12-bit or 10-bit camera values stored in them read 16 or 64 times too dark: scale such files to the full "
+            f"range before training",
+            stacklevel=2,
+        )
     return out
 
 

@@ -245,6 +245,19 @@ def test_empty_masks_counted_and_warned(tmp_path):
     assert (test["defective_without_mask"], test["defective_without_mask_in_data"]) == (2, 1)
 
 
+def test_dark_training_images_are_warned_about(tmp_path, recwarn):
+    """12-bit camera values in 16-bit files read 16 times too dark: the run says so; ordinary images pass quietly."""
+    cat = mvtec_tree(tmp_path, "cam")
+    cfg = load_preset("tiny", ["data.image_size=8"])
+    load_split(make_index("folder", tmp_path, "cam"), "train", cfg, False)
+    assert not [w for w in recwarn if "dark" in str(w.message)]
+    for i, f in enumerate(sorted((cat / "train" / "good").glob("*.png"))):
+        Image.fromarray(np.full((H, W), 4095 // (i + 1), np.uint16)).save(f)  # 000.png at the 12-bit maximum
+    with pytest.warns(UserWarning, match=r"the 3 training images are dark: the brightest pixel of all of them is at "
+                                         r"6\.2% of full scale \(.*cam/train/good/000\.png\)"):  # fmt: skip
+        load_split(make_index("folder", tmp_path, "cam"), "train", cfg, False)
+
+
 def test_visa_converted_layout(tmp_path):
     cat = tmp_path / "pcb1"
     for i in range(3):
