@@ -444,8 +444,3 @@ def load_preset(name: str | Path, overrides: dict[str, Any] | list[str] | None =
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return apply_overrides(cfg, overrides)
-
-
-def load_json(path: str | Path) -> ExperimentConfig:
-    """Read back a config written beside a result or inside a checkpoint."""
-    return from_dict(ExperimentConfig, json.loads(Path(path).read_text()))
