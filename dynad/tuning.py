@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ DEFAULT_GRID: dict[str, list[Any]] = {
 _INFERENCE_KEYS = ("dic.t_max", "reconstruction.eta")  # need new reconstructions
 _MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma", "anomaly_map.score_exponent")  # re-combine the same raw maps
 _SCORE_COLUMNS = ("image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget")
+# Below this many held-out images, validation image AUROC moves in steps of 1 / n^2 or coarser and near-ties decide.
+FEW_HELD_OUT = 10
 
 
 class TuneError(ValueError):
@@ -112,6 +115,11 @@ def tune(
         for row in _score_inference_grid(pipe, train, grid, progress):
             rows.append({**{k: _cell(v) for k, v in setting.items()}, **row, "setting": i,
                          "fit_seconds": round(seconds, 1), "within_budget": within})  # fmt: skip
+    n_val = len(train["validation"].labels) // 2
+    if n_val < FEW_HELD_OUT:
+        print(f"WARNING ({dataset}/{category}): the choice rests on {n_val} held-out training images, so near-ties "
+              f"decide it; more training images or a larger validation.fraction (now {cfg.validation.fraction:g}) "
+              f"make it firmer", file=sys.stderr)  # fmt: skip
     table = pd.DataFrame(rows).sort_values("objective", ascending=False, kind="stable").reset_index(drop=True)
     with atomic_write(out / "tune.csv", "w") as f:
         table.drop(columns="setting").to_csv(f, index=False)
@@ -122,7 +130,6 @@ def tune(
     best = eligible.iloc[0].to_dict()
     chosen = {**settings[best.pop("setting")], **{k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}}
     chosen["anomaly_map.kernel_size"] = kernel_size(best["anomaly_map.sigma"])
-    n_val = len(train["validation"].labels) // 2
     write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", n_val, best["fit_seconds"],
                        len(settings), budget_minutes)  # fmt: skip
     return best

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -80,6 +81,24 @@ def test_dynad_tune_says_when_no_training_setting_fits_the_budget(shared_data, t
     assert main(argv) == 2
     assert "error: no training setting trained within 0.0 min" in capsys.readouterr().err
     assert (tmp_path / "tune.csv").is_file() and not (tmp_path / "tuned.yaml").exists()
+
+
+def test_dynad_tune_warns_when_few_held_out_images_judge_the_grid(shared_data, tmp_path, one_thread, capsys,
+                                                                  monkeypatch):  # fmt: skip
+    import dynad.tuning
+
+    root, models = shared_data
+    argv = ["tune", "--preset", "tiny", "--root", str(root), "--category", "board", "--models", str(models),
+            "--grid", "dic.t_max=20", "--grid", "reconstruction.eta=0", "--grid", "anomaly_map.lam=1", "--grid",
+            "anomaly_map.sigma=2"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    n_val = int(re.search(r"pseudo-defects on (\d+) held-out", (tmp_path / "a" / "tuned.yaml").read_text())[1])
+    assert n_val < dynad.tuning.FEW_HELD_OUT
+    warning = f"WARNING (synthetic/board): the choice rests on {n_val} held-out training images, so near-ties decide"
+    assert warning in capsys.readouterr().err
+    monkeypatch.setattr(dynad.tuning, "FEW_HELD_OUT", n_val)
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert "WARNING" not in capsys.readouterr().err
 
 
 def test_an_unknown_training_key_fails_before_any_training(shared_data, tmp_path):
