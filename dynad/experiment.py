@@ -119,9 +119,9 @@ def load_split(
         i = int(brightest.argmax())
         warnings.warn(
             f"the {len(rows)} training images are dark: the brightest pixel of all of them is at "
-            f"{float(brightest[i]):.1%} of full scale ({rows.image_path[i]}); dynad reads 16-bit files on 0-65535, so "
-            f"12-bit or 10-bit camera values stored in them read 16 or 64 times too dark: scale such files to the full "
-            f"range before training",
+            f"{float(brightest[i]):.1%} of full scale ({rows.image_path[i]}); if they hold 12-bit or 10-bit camera "
+            f"values in 16-bit files (read on 0-65535, so 16 or 64 times too dark), scale them to the full range "
+            f"before training",
             stacklevel=2,
         )
     return out
