@@ -47,6 +47,10 @@ def test_summary_tabulates_every_surface(bench, tmp_path):
     assert rows[-1] == "| mean of the 2 unseen textures | **0.900 / 0.970 / 0.900** | | | | | |"  # mtd is not one
     assert rows[-3] == ("| gravel | **0.850 / 0.960 / 0.900** | 0.70 / 0.80 / 0.90 / 1.00 | 0.990 / 0.980 / 0.970 | "
                         "0.800 | 1.000 / 0.950 | 1.5 |")  # fmt: skip
+    (tmp_path / "real_surface_moon.json").write_text(json.dumps({**result, "image_auroc": 0.1}))
+    rows = bench.summary(tmp_path).splitlines()
+    assert rows[-1] == "| mean of the 2 unseen textures | **0.900 / 0.970 / 0.900** | | | | | |"  # nor is the moon
+    assert any(row.startswith("| moon | **0.100 / ") for row in rows)
     (tmp_path / "real_surface_brick.json").write_text(json.dumps({**result, "overrides": ["seed=43"]}))
     assert "on each surface, with `--set seed=43`; commands" in bench.summary(tmp_path)
 
