@@ -114,16 +114,17 @@ def load_split(
         )
     out["defective_without_mask"] = len(empty)
     out["defective_without_mask_in_data"] = len(in_data)
-    brightest = (out["images"].amax(dim=(1, 2, 3)) + 1) / 2  # (N,) each image's brightest pixel, 1 = full scale
-    if split == "train" and float(brightest.max()) <= DARK:
-        i = int(brightest.argmax())
-        warnings.warn(
-            f"the {len(rows)} training images are dark: the brightest pixel of all of them is at "
-            f"{float(brightest[i]):.1%} of full scale ({rows.image_path[i]}); if they hold 12-bit or 10-bit camera "
-            f"values in 16-bit files (read on 0-65535, so 16 or 64 times too dark), scale them to the full range "
-            f"before training",
-            stacklevel=2,
-        )
+    if split == "train":
+        brightest = (out["images"].amax(dim=(1, 2, 3)) + 1) / 2  # (N,) each image's brightest pixel, 1 = full scale
+        if float(brightest.max()) <= DARK:
+            i = int(brightest.argmax())
+            warnings.warn(
+                f"the {len(rows)} training images are dark: the brightest pixel of all of them is at "
+                f"{float(brightest[i]):.1%} of full scale ({rows.image_path[i]}); if they hold 12-bit or 10-bit "
+                f"camera values in 16-bit files (read on 0-65535, so 16 or 64 times too dark), scale them to the full "
+                f"range before training",
+                stacklevel=2,
+            )
     return out
 
 
