@@ -189,13 +189,12 @@ def test_defects_on_photographs_make_a_folder_data_set_with_exact_masks(tmp_path
 def test_defects_on_16_bit_photographs_are_those_on_their_8_bit_twins(tmp_path: Path) -> None:
     """A 16-bit greyscale photograph is read by its range (as training reads it), not clipped to white."""
     photos8 = _photographs(tmp_path / "normals", 14)
-    photos16 = []
-    for p in photos8:
-        grey = np.asarray(Image.open(p).convert("L")).astype(np.uint16)
-        Image.fromarray(grey.astype(np.uint8)).save(p.with_suffix(".png"))
-        photos16.append(tmp_path / "deep" / f"{p.stem}.png")
-        photos16[-1].parent.mkdir(exist_ok=True)
-        Image.fromarray(grey * 257).save(photos16[-1])  # the same picture at 16 bits
+    photos16 = [tmp_path / "deep" / f"{p.stem}.png" for p in photos8]
+    photos16[0].parent.mkdir()
+    for p, deep in zip(photos8, photos16):
+        grey = np.asarray(Image.open(p).convert("L"))
+        Image.fromarray(grey).save(p.with_suffix(".png"))
+        Image.fromarray(grey.astype(np.uint16) * 257).save(deep)  # the same picture at 16 bits
     kw = dict(image_size=32, n_train=4, n_test_good=2, n_test_per_defect=2, progress=False)
     a = synthetic.on_photographs([p.with_suffix(".png") for p in photos8], tmp_path / "a", "s", **kw)
     b = synthetic.on_photographs(photos16, tmp_path / "b", "s", **kw)
