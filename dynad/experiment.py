@@ -18,6 +18,7 @@ Trained models live in `models_dir` (default `out/models`), shared between runs 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -73,6 +74,25 @@ def storage_estimate(cfg: ExperimentConfig) -> tuple[int, int]:
 DARK = 1 / 8  # training images whose brightest pixel is at most this fraction of full scale are warned about
 
 
+def _check_both_classes(rows: pd.DataFrame) -> None:
+    """Every AUROC needs normal and anomalous test images; a test folder of one class otherwise fails only after
+    training, in the metrics."""
+    n_anomalous = int(rows.label.sum())
+    if 0 < n_anomalous < len(rows):
+        return
+    folder = os.path.commonpath([str(p) for p in rows.image_path])
+    if n_anomalous == 0:
+        raise DatasetError(
+            f"the {len(rows)} test images ({folder}) are all normal: image and pixel AUROC need anomalous test images "
+            f"with masks too (MVTec layout: test/<defect type>/ and ground_truth/<defect type>/); to test on your "
+            f"own normal photographs, `dynad synth --from-images` paints defects with masks on them"
+        )
+    raise DatasetError(
+        f"the {len(rows)} test images ({folder}) are all anomalous: image AUROC needs normal test images too "
+        f"(MVTec layout: test/good/)"
+    )
+
+
 def load_split(
     index: pd.DataFrame, split: str, cfg: ExperimentConfig, progress: bool, mask_encoding: str = "auto"
 ) -> dict[str, Any]:
@@ -81,10 +101,13 @@ def load_split(
     `defective_without_mask_in_data` are empty in the stored file already.
 
     Warns when any defective image has an empty mask (its defect pixels would count as normal) and raises when all
-    of them do (no pixel metric could be computed; found now rather than after training). Warns when every training
-    image is dark (at most `DARK` of full scale), as 12-bit values in 16-bit files are.
+    of them do (no pixel metric could be computed; found now rather than after training). Raises when the test
+    split holds one class only (no AUROC), before training too. Warns when every training image is dark (at most
+    `DARK` of full scale), as 12-bit values in 16-bit files are.
     """
     rows = index[index.split == split].reset_index(drop=True)
+    if split == "test":
+        _check_both_classes(rows)
     d = cfg.data
     ds = ImageDataset(rows, d.image_size, d.mask_threshold, d.mask_resize, mask_encoding)
     # The bar as a context: a file that fails to load closes (erases) it, so the error starts on a line of its own.

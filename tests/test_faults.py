@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -206,6 +207,27 @@ def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
     with pytest.raises(ConfigError, match="dic.k = 30: needs at least 31 training images .* the data have 22"):
         fit_pipeline(load_preset("tiny", FAST + ["dic.k=30"]), "synthetic", data_copy, "board", tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("keep, message", [
+    ("good", r"the 4 test images \(.*/board/test/good\) are all normal: image and pixel AUROC need anomalous"),
+    ("spot", r"the \d+ test images \(.*/board/test/spot\) are all anomalous: image AUROC needs normal test images"),
+])  # fmt: skip
+def test_a_test_split_of_one_class_fails_before_training(data_copy, tmp_path, capsys, keep, message):
+    """It used to train, infer, and then stop on a traceback in the metrics."""
+    root = tmp_path / "synthetic"
+    shutil.copytree(data_copy / "board" / "train", root / "board" / "train")
+    shutil.copytree(data_copy / "board" / "test" / keep, root / "board" / "test" / keep)
+    if keep != "good":
+        shutil.copytree(data_copy / "board" / "ground_truth" / keep, root / "board" / "ground_truth" / keep)
+    else:
+        for extra in sorted((root / "board" / "test" / "good").glob("*.png"))[4:]:
+            extra.unlink()
+    rc = cli_main(["run", "--preset", "tiny", "--dataset", "folder", "--root", str(root), "--category", "board",
+                   "--out", str(tmp_path / "out"), "--models", str(tmp_path / "models"), *[a for kv in FAST for a in ("--set", kv)]])  # fmt: skip
+    err = capsys.readouterr().err.rsplit("\r", 1)[-1]
+    assert rc == 2 and re.match("error: " + message, err), err
+    assert not list((tmp_path / "models").glob("*"))  # nothing was trained
 
 
 def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):
