@@ -222,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("reproduce", help="run the notebook sequence for every data set and category, then results/")
     q.add_argument("--preset", default="demo", help="the preset of every run (default: %(default)s)")
-    q.add_argument("--datasets", nargs="+", help="default: the preset's data sets")
-    q.add_argument("--categories", nargs="+", help="default: every category of each data set")
+    q.add_argument("--datasets", nargs="+", help="default: those --root names, else the preset's")
+    q.add_argument("--categories", nargs="+",
+                   help="default: every category of each data set (folder: each sub-folder of its root)")
     q.add_argument("--root", action="append", type=_root_pair, metavar="DATASET=PATH", help="data set folder")
     q.add_argument("--runs", type=Path, default=Path("runs"), help="where the runs go (default: %(default)s)")
     q.add_argument("--results", type=Path, default=Path("results"), help="tables and figures (default: %(default)s)")

@@ -92,7 +92,7 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
     known = KNOWN_CATEGORIES.get(dataset)
     if known is not None and category not in known:
         # What the folder holds is what the user can pick; the standard names only when there is no folder.
-        present = _category_folders(root)
+        present = category_folders(root)
         where = f"{root} holds: {', '.join(present)}" if present else f"root {root}; known: {', '.join(known)}"
         raise DatasetError(f"unknown {dataset} category {category!r} ({where})")
     root = Path(root).expanduser().resolve()
@@ -106,7 +106,7 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
             raise DatasetError(f"category {category!r} is not a folder name inside {root}")
         cat_dir = root / category
         if not cat_dir.is_dir():
-            present = ", ".join(_category_folders(root)) or "no folders"
+            present = ", ".join(category_folders(root)) or "no folders"
             raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present})")
         rows = _read_visa(root, category) if dataset == "visa" else _read_tree(cat_dir, category, _TREES[dataset])
 
@@ -115,7 +115,7 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
     return index.sort_values(["split", "defect_type", "image_path"], kind="stable").reset_index(drop=True)
 
 
-def _category_folders(root: str | Path) -> list[str]:
+def category_folders(root: str | Path) -> list[str]:
     """The visible subfolders of `root`, sorted ([] when root is not a folder)."""
     root = Path(root).expanduser()
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []

@@ -59,13 +59,16 @@ def default_datasets(preset: str) -> list[str]:
     return [name] if name in ("mvtec", "visa", "btad", "mtd") else ["synthetic"]
 
 
-def default_categories(dataset: str) -> list[str]:
+def default_categories(dataset: str, root: str | Path | None = None) -> list[str]:
+    """Every category of `dataset`; a `folder` data set's are the sub-folders of its root."""
     if dataset == "synthetic":
         from dynad.synthetic import CATEGORIES
 
         return list(CATEGORIES)
-    from dynad.data import KNOWN_CATEGORIES
+    from dynad.data import KNOWN_CATEGORIES, category_folders
 
+    if dataset == "folder":
+        return category_folders(root) if root is not None else []
     return list(KNOWN_CATEGORIES.get(dataset, ()))
 
 
@@ -340,7 +343,6 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
 
     tasks = []
     for dataset in datasets:
-        cats = list(categories) if categories else default_categories(dataset)
         error, root = None, roots.get(dataset)
         if root is None and dataset != "synthetic":
             error = (f"no data folder for data set {dataset!r}: pass roots={{'{dataset}': PATH}} "
@@ -351,9 +353,11 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
                 root = ensure_data(dataset, Path(root).resolve() if root is not None else default_synthetic_root())
             except DatasetError as e:
                 error = str(e)
+        cats = list(categories) if categories else default_categories(dataset, None if error else root)
         if error or not cats:
             # One line per data set, not one per category: nothing of it can run.
-            error = error or f"no categories known for data set {dataset!r}: pass categories=[...]"
+            error = error or (f"no categories known for data set {dataset!r}: pass categories=[...] "
+                              f"(CLI: --categories NAME ...)")
             tasks.append(Task(preset, dataset, "(all)" if cats else "(none)", None, str(runs / preset / dataset),
                               list(overrides), [], error=error))  # fmt: skip
             continue
@@ -385,7 +389,8 @@ def reproduce(
 
     `models`: one folder of trained models shared by every run (and between reproductions: model files are named by
     a hash of their data and settings, so sharing is safe); by default each run keeps its own in <run_dir>/models.
-    `categories` apply to every data set in `datasets`.
+    `datasets`: by default those `roots` names, else the preset's. `categories` apply to every data set in
+    `datasets`; by default every category (a `folder` data set's: the sub-folders of its root).
     `threads`: torch threads of every run (the config's `threads`, passed to each notebook; None: the preset's). Torch's
     CPU results depend on the thread count (reductions split differently), so a reproduction is bit-identical on the
     same CPU at the same count, and equals `dynad run` and notebook 00 at that count.
@@ -402,7 +407,8 @@ def reproduce(
     threads = cfg.threads  # the count every run uses, passed to (and recorded by) each notebook
     roots = dict(roots or {})
     runs, results = Path(runs).resolve(), Path(results).resolve()
-    datasets = list(datasets) if datasets else default_datasets(preset)
+    # `--root folder=PATH` alone means that folder: running the preset's default data set instead ignored it.
+    datasets = list(datasets or roots or default_datasets(preset))
     notebooks = list(CATEGORY_NOTEBOOKS if ablations else CATEGORY_NOTEBOOKS[:-1])
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")

@@ -182,6 +182,25 @@ def test_a_data_set_without_folder_fails_with_a_clear_message(env: dict, capsys:
     assert not (env["base"] / "x" / "results").exists()  # nothing ran, nothing to summarise
 
 
+def test_a_folder_data_set_runs_every_category_folder_of_its_root(tmp_path: Path, capsys) -> None:
+    """Its categories are the root's sub-folders (it used to fail with 'no categories known' unless named), and
+    `--root folder=PATH` alone selects it (the preset's synthetic data set used to run instead)."""
+    from dynad.reproduce import _tasks
+
+    for name in ("cable", "screw", ".hidden"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    args = ("tiny", ["folder"], None)
+    rest = (tmp_path / "runs", [], ["04_evaluate"], None, None)
+    tasks = _tasks(*args, {"folder": str(tmp_path / "data")}, *rest)
+    assert [(t.category, t.error) for t in tasks] == [("cable", None), ("screw", None)]
+    (task,) = _tasks(*args, {"folder": str(tmp_path / "empty")}, *rest)
+    assert "no categories known for data set 'folder'" in task.error and "--categories" in task.error
+    rc = reproduce(preset="tiny", roots={"folder": str(tmp_path / "empty")}, runs=tmp_path / "runs",
+                   results=tmp_path / "results", progress=False)  # fmt: skip
+    assert rc == 1 and "folder/(none)" in capsys.readouterr().out and not (tmp_path / "runs").exists()
+
+
 def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict, capsys, tmp_path: Path) -> None:
     from dynad.config import ConfigError
 
