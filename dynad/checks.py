@@ -58,6 +58,7 @@ def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
     need(cfg.device == "auto" or re.fullmatch(r"cpu|mps|cuda(:\d+)?", cfg.device) is not None, "device", cfg.device,
          "must be auto, cpu, mps, cuda or cuda:<index>")  # fmt: skip
     at_least("seed", cfg.seed, 0)
+    at_least("threads", cfg.threads, 0)  # 0: torch's default
 
     at_least("data.image_size", d.image_size, 8)
     need(0.0 <= d.mask_threshold < 1.0, "data.mask_threshold", d.mask_threshold, "must be in [0, 1)")

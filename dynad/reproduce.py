@@ -400,10 +400,12 @@ def reproduce(
     """
     from tqdm.auto import tqdm
 
+    from dynad.checks import check_config
     from dynad.config import load_preset
     from dynad.results import eval_fingerprint, inputs_fingerprint, marker_matches
 
-    cfg = load_preset(preset, [*overrides, *([f"threads={threads}"] if threads is not None else [])])  # ConfigError now
+    # A wrong key, type or range is a ConfigError now, not once in each category's first notebook.
+    cfg = check_config(load_preset(preset, [*overrides, *([f"threads={threads}"] if threads is not None else [])]))
     threads = cfg.threads  # the count every run uses, passed to (and recorded by) each notebook
     roots = dict(roots or {})
     runs, results = Path(runs).resolve(), Path(results).resolve()

@@ -215,7 +215,12 @@ def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict
         _reproduce(env, "bad-set", overrides=["dic.kk=3"])
     with pytest.raises(ConfigError, match="threads"):
         _reproduce(env, "bad-threads", threads="two")
-    assert not (env["base"] / "bad-set").exists()
+    # An out-of-range value too (it used to fail once in each category's first notebook).
+    with pytest.raises(ConfigError, match="anomaly_map.kernel_size = 4: must be odd"):
+        _reproduce(env, "bad-range", overrides=["anomaly_map.kernel_size=4"])
+    with pytest.raises(ConfigError, match="threads = -1: must be >= 0"):
+        _reproduce(env, "bad-range", threads=-1)
+    assert not (env["base"] / "bad-set").exists() and not (env["base"] / "bad-range").exists()
     # A mistyped synthetic root is an error, not a new data set generated there.
     rc = reproduce(preset="tiny", datasets=["synthetic"], roots={"synthetic": str(tmp_path / "synthetc")}, runs=runs,
                    results=tmp_path / "results", progress=False)  # fmt: skip
