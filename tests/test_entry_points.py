@@ -1,6 +1,7 @@
 """The ways in agree on where things are and say clearly what is wrong: notebook paths resolve against the project
 root whatever the working folder, a mistyped synthetic root is an error (not a new data set), and `dynad --help`
-describes the tool with examples, and notebook 00 gives the numbers of `dynad run`."""
+describes the tool with examples, notebook 00 gives the numbers of `dynad run`, and the README's Python example
+runs as written."""
 
 from __future__ import annotations
 
@@ -98,3 +99,22 @@ def test_notebook_00_and_dynad_run_agree_and_progress_is_visible(shared_data, tm
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "denoiser: 100%" in text and "inference: 100%" in text
     assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+
+
+def test_the_readmes_python_example_runs_as_written(shared_data, tmp_path: Path, monkeypatch) -> None:
+    """The README's "3. Python" lines, executed: only the preset (tiny for demo) and the data folder (the tests' tiny
+    set for data/synthetic) are swapped, so a renamed import or a changed signature fails here."""
+    import dynad.config
+    import dynad.results
+
+    root, models = shared_data
+    readme = (REPO / "README.md").read_text()
+    code = readme.split("# 3. Python\n", 1)[1].split("```", 1)[0]
+    real_load_preset = dynad.config.load_preset
+    monkeypatch.setattr(dynad.config, "load_preset", lambda name: real_load_preset("tiny" if name == "demo" else name))
+    monkeypatch.setattr(dynad.results, "ensure_data", lambda dataset, path: ensure_data(dataset, root))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md (3. Python)", "exec"), namespace)
+    assert 0 <= namespace["result"]["image_auroc"] <= 1
+    assert json.loads((tmp_path / "runs" / "board" / "metrics.json").read_text())["category"] == "board"
