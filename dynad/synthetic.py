@@ -606,8 +606,9 @@ def on_photographs(
     images = [Path(p) for p in images]
     need = n_train + n_test_good + len(DEFECT_TYPES) * n_test_per_defect
     if len(images) < need:
-        raise ValueError(f"on_photographs needs {need} photographs ({n_train} train, {n_test_good} good test, "
-                         f"{len(DEFECT_TYPES)} x {n_test_per_defect} defective); got {len(images)}")  # fmt: skip
+        raise ValueError(f"{need} photographs are needed ({n_train} train, {n_test_good} good test, "
+                         f"{len(DEFECT_TYPES)} x {n_test_per_defect} defective), {len(images)} were given: give more, "
+                         f"or ask for fewer (dynad synth: --n-train, --n-test-good, --n-test-per-defect)")  # fmt: skip
     target = Path(out) / category
     if target.exists():
         raise FileExistsError(f"{target} exists; choose another --out or --category")
