@@ -19,12 +19,13 @@ Magnetic Tile Defect data set (split: every 5th sorted MT_Free image is a test i
 
 Images load as (3, S, S) float32 in [-1, 1] (bilinear resize of the whole image, no crop); masks as (1, S, S) in
 {0, 1}. A mask file is read by its data set's value convention (`MASK_ENCODING`): greyscale 0/255 (MVTec AD, BTAD,
-Magnetic Tile; defect where the value is above half scale) or class values (VisA's published masks hold 0/1 or
-small integers: any non-zero pixel is defect). "auto" (every other layout) reads a file whose largest value is
-below half scale as class values, since /255 > 0.5 would empty it. It is then resized so that no defect pixel
-vanishes ("area": an output pixel is defect when any defect pixel lies in its footprint) or, as the paper and the
-reference code do, bilinearly and then thresholded ("bilinear"). A mask of another aspect ratio than its image is a
-DatasetError (its defects would land in the wrong place); one at another scale of the same shape is resized with it.
+Magnetic Tile; defect where the value is above half scale) or class values (VisA's published masks hold 0/1 or small
+integers: any non-zero pixel is defect). "auto" (every other layout) reads a file whose largest value is below half
+scale as class values, since /255 > 0.5 would empty it. A "folder" data set's masks may be any image file
+(`<name>_mask.<ext>` or `<name>.<ext>`). A mask is then resized so that no defect pixel vanishes ("area": an output
+pixel is defect when any defect pixel lies in its footprint) or, as the paper and the reference code do, bilinearly
+and then thresholded ("bilinear"). A mask of another aspect ratio than its image is a DatasetError (its defects
+would land in the wrong place); one at another scale of the same shape is resized with it.
 """
 
 from __future__ import annotations
@@ -72,16 +73,29 @@ class _Tree:
 
     normal: str  # folder of the normal images, in train/ and test/
     image_exts: tuple[str, ...]  # lower case; compared case-insensitively
-    mask_names: tuple[str, ...]  # templates of a mask's file name, from the image's stem
+    mask_stems: tuple[str, ...]  # templates of a mask's file name without extension, from the image's stem
+    mask_exts: tuple[str, ...]
+
+    def mask_names(self, stem: str) -> list[str]:
+        return [t.format(stem=stem) + e for t in self.mask_stems for e in self.mask_exts]
+
+    def describe_masks(self, folder: Path, stem: str = "{stem}") -> str:
+        """The mask names an image's stem may have, for an error message."""
+        names = self.mask_names(stem)
+        if len(names) <= 2:
+            return " or ".join(str(folder / n) for n in names)
+        stems = " or ".join(str(folder / t.format(stem=stem)) for t in self.mask_stems)
+        return f"{stems}, as {'/'.join(self.mask_exts)}"
 
 
-_MVTEC = _Tree("good", (".png",), ("{stem}_mask.png",))
+_MVTEC = _Tree("good", (".png",), ("{stem}_mask",), (".png",))
 _TREES = {
     "mvtec": _MVTEC,
     "synthetic": _MVTEC,
-    "folder": _Tree("good", _IMAGE_EXTS, ("{stem}_mask.png", "{stem}.png")),
-    "btad": _Tree("ok", (".bmp", ".png"), ("{stem}.png", "{stem}.bmp")),
-    "visa": _Tree("good", (".jpg",), ("{stem}.png",)),  # the converted layout
+    # Your own folder: masks as any image file, since annotation tools also export JPEG, BMP or TIFF.
+    "folder": _Tree("good", _IMAGE_EXTS, ("{stem}_mask", "{stem}"), _IMAGE_EXTS),
+    "btad": _Tree("ok", (".bmp", ".png"), ("{stem}",), (".png", ".bmp")),
+    "visa": _Tree("good", (".jpg",), ("{stem}",), (".png",)),  # the converted layout
 }
 
 
@@ -168,10 +182,9 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
             raise DatasetError(f"{type_dir}: 'good' is reserved for normal images, whose folder is {tree.normal!r}")
         masks = {p.name.lower(): p for p in _files(gt_dir / type_dir.name, _IMAGE_EXTS)}
         for image in images:
-            names = [t.format(stem=image.stem) for t in tree.mask_names]
-            found = [masks[n.lower()] for n in names if n.lower() in masks]
+            found = [masks[n.lower()] for n in tree.mask_names(image.stem) if n.lower() in masks]
             if not found:
-                expected = " or ".join(str(gt_dir / type_dir.name / n) for n in names)
+                expected = tree.describe_masks(gt_dir / type_dir.name, image.stem)
                 raise DatasetError(f"anomalous test image {image} has no mask: expected {expected}")
             if len(found) > 1:
                 raise DatasetError(f"anomalous test image {image} has several masks: {', '.join(map(str, found))}")
@@ -187,7 +200,7 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
         for mask in _files(mask_dir, _IMAGE_EXTS):
             if mask not in claimed:
                 raise DatasetError(f"mask {mask} has no image: no anomalous test image in {test_dir / mask_dir.name} "
-                                   f"matches it (mask names: {', '.join(tree.mask_names)})")  # fmt: skip
+                                   f"matches it (mask names: {tree.describe_masks(Path())})")  # fmt: skip
     return rows
 
 

@@ -310,6 +310,26 @@ def test_folder_layout(tmp_path):
     assert ImageDataset(index, 6)[int(bad.index[1])]["image"].shape == (3, 6, 6)
 
 
+def test_folder_masks_in_other_image_formats(tmp_path):
+    """Annotation tools also export JPEG, BMP or TIFF masks; a folder data set reads them (only .png before)."""
+    cat = tmp_path / "my_widget"
+    write_image(cat / "train" / "good" / "a.png")
+    write_image(cat / "test" / "good" / "b.png")
+    for stem, mask in (("c", "c_mask.jpg"), ("d", "d.bmp"), ("e", "e_mask.TIF")):
+        write_image(cat / "test" / "dent" / f"{stem}.png")
+        write_mask(cat / "ground_truth" / "dent" / mask)
+    index = make_index("folder", tmp_path, "my_widget")
+    bad = index[index.label == 1]
+    assert [Path(m).name for m in bad.mask_path] == ["c_mask.jpg", "d.bmp", "e_mask.TIF"]
+    test = load_split(index, "test", load_preset("tiny", ["data.image_size=8"]), False, MASK_ENCODING["folder"])
+    defect_share = test["masks"][test["labels"] == 1].flatten(1).float().mean(1)
+    assert defect_share.tolist() == [0.5, 0.5, 0.5]  # the left half each; JPEG's faint ringing is not defect
+    (cat / "ground_truth" / "dent" / "d.bmp").unlink()
+    expected = f"{cat / 'ground_truth' / 'dent' / 'd_mask'} or {cat / 'ground_truth' / 'dent' / 'd'}, as .png/.jpg/"
+    with raises_naming(cat / "test" / "dent" / "d.png", expected, "no mask"):
+        make_index("folder", tmp_path, "my_widget")
+
+
 def test_mtd_layout_and_split(tmp_path):
     for i in range(7):
         write_image(tmp_path / "MT_Free" / "Imgs" / f"exp{i}.jpg", "L")
