@@ -185,6 +185,9 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
             found = [masks[n.lower()] for n in tree.mask_names(image.stem) if n.lower() in masks]
             if not found:
                 expected = tree.describe_masks(gt_dir / type_dir.name, image.stem)
+                if not (gt_dir / type_dir.name).is_dir():  # e.g. normal images in test/ok or test/normal
+                    expected += (f" (there is no folder {gt_dir / type_dir.name}; if {type_dir} holds normal images, "
+                                 f"it must be named {type_dir.parent / tree.normal})")
                 raise DatasetError(f"anomalous test image {image} has no mask: expected {expected}")
             if len(found) > 1:
                 raise DatasetError(f"anomalous test image {image} has several masks: {', '.join(map(str, found))}")

@@ -328,6 +328,11 @@ def test_folder_masks_in_other_image_formats(tmp_path):
     expected = f"{cat / 'ground_truth' / 'dent' / 'd_mask'} or {cat / 'ground_truth' / 'dent' / 'd'}, as .png/.jpg/"
     with raises_naming(cat / "test" / "dent" / "d.png", expected, "no mask"):
         make_index("folder", tmp_path, "my_widget")
+    write_mask(cat / "ground_truth" / "dent" / "d.bmp")
+    (cat / "test" / "good").rename(cat / "test" / "ok")  # normal images under another name
+    with raises_naming(cat / "test" / "ok" / "b.png", f"if {cat / 'test' / 'ok'} holds normal images, it must be "
+                       f"named {cat / 'test' / 'good'}"):  # fmt: skip
+        make_index("folder", tmp_path, "my_widget")
 
 
 def test_mtd_layout_and_split(tmp_path):
