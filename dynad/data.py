@@ -167,7 +167,12 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
     train_dir = cat_dir / "train" / tree.normal
     train = _files(train_dir, tree.image_exts)
     if not train:
-        raise DatasetError(f"no training images in {train_dir} (looked for {'/'.join(tree.image_exts)} files)")
+        hint = ""  # the usual slip: the normal images straight in train/, or in another sub-folder of it
+        others = [d.name for d in _subdirs(train_dir.parent) if d != train_dir]
+        if others or _files(train_dir.parent, tree.image_exts):
+            held = f"the folder(s) {', '.join(others)}" if others else "image files"
+            hint = f"; {train_dir.parent} holds {held}: the normal training images go in {train_dir}"
+        raise DatasetError(f"no training images in {train_dir} (looked for {'/'.join(tree.image_exts)} files){hint}")
     rows = [_row("train", category, "good", p, None) for p in train]
 
     test_dir = cat_dir / "test"

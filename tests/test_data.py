@@ -397,7 +397,14 @@ def test_no_training_images(tmp_path):
     mvtec_tree(tmp_path, "bottle")
     for p in (tmp_path / "bottle" / "train" / "good").iterdir():
         p.unlink()
-    with raises_naming(tmp_path / "bottle" / "train" / "good", "no training images"):
+    with pytest.raises(DatasetError, match=r"no training images in \S+/bottle/train/good \(looked for .png files\)$"):
+        make_index("mvtec", tmp_path, "bottle")
+    # The usual slips: the images straight in train/, or in another sub-folder of it; the message says where they go.
+    write_image(tmp_path / "bottle" / "train" / "000.png")
+    with raises_naming(tmp_path / "bottle" / "train" / "good", "holds image files: the normal training images go in"):
+        make_index("mvtec", tmp_path, "bottle")
+    write_image(tmp_path / "bottle" / "train" / "ok" / "000.png")
+    with raises_naming(tmp_path / "bottle" / "train", "holds the folder(s) ok: the normal training images go in"):
         make_index("mvtec", tmp_path, "bottle")
 
 
