@@ -60,13 +60,15 @@ def find_pipeline(run_dir: str | Path) -> Path:
 
 
 def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Files, folders (recursive; image suffixes only) and globs -> (image paths in order, problems)."""
+    """Files, folders (recursive; image suffixes only; hidden files and folders skipped, as the data sets' readers
+    skip macOS's `._name.jpg` resource forks) and globs -> (image paths in order, problems)."""
     paths: list[Path] = []
     problems: list[dict[str, str]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))  # fmt: skip
             if not found:
                 problems.append({"path": str(p), "error": "folder holds no image files"})
             paths += found

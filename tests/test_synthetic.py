@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +219,11 @@ def test_defects_on_photographs_say_how_many_are_needed_and_keep_existing_folder
 def test_dynad_synth_from_images_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from dynad.cli import main as cli_main
 
-    _photographs(tmp_path / "normals", 14)
+    photos = _photographs(tmp_path / "normals", 14)
+    # What a folder copied from a Mac holds beside the photographs: resource forks and hidden folders, not images.
+    (tmp_path / "normals" / "._photo_00.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "normals" / ".thumbnails").mkdir()
+    shutil.copy(photos[0], tmp_path / "normals" / ".thumbnails" / "photo_00.jpg")
     args = ["synth", "--from-images", str(tmp_path / "normals"), "--out", str(tmp_path / "bed"), "--category", "tile",
             "--size", "64", "--n-train", "4", "--n-test-good", "2", "--n-test-per-defect", "2"]  # fmt: skip
     assert cli_main(args) == 0
