@@ -121,7 +121,10 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
         cat_dir = root / category
         if not cat_dir.is_dir():
             present = ", ".join(category_folders(root)) or "no folders"
-            raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present})")
+            hint = ""
+            if (root / "train").is_dir() and (root / "test").is_dir():  # the root given is a category folder itself
+                hint = f"; {root} is a category folder: the root is {root.parent}, the category {root.name!r}"
+            raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present}){hint}")
         rows = _read_visa(root, category) if dataset == "visa" else _read_tree(cat_dir, category, _TREES[dataset])
 
     # object dtype throughout: pandas >= 3 would store the string columns as "str" and turn None into NaN.

@@ -391,6 +391,9 @@ def test_category_folder_missing(tmp_path):
         make_index("mvtec", tmp_path, "bottle")
     with raises_naming(tmp_path / "anything", "does not exist"):
         make_index("folder", tmp_path, "anything")
+    cat = mvtec_tree(tmp_path, "widget")  # the category folder given as the root: the message says how to call it
+    with raises_naming(cat / "widget", f"{cat} is a category folder: the root is {tmp_path}, the category 'widget'"):
+        make_index("folder", cat, "widget")
 
 
 def test_no_training_images(tmp_path):
