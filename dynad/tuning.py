@@ -30,6 +30,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from dynad import validation
+from dynad.checks import check_config
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides, load_preset, preset_path
 from dynad.experiment import fit_pipeline
 from dynad.pipeline import DynAD
@@ -67,7 +68,9 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     a list: commas inside brackets do not split)."""
     grid = {}
     for item in items:
-        key, _, values = item.partition("=")
+        key, eq, values = item.partition("=")
+        if not (key and eq and values):
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. dic.t_max=10,40)")
         grid[key] = [yaml.safe_load(v) for v in re.split(r",(?![^\[]*\])", values)]
     return grid
 
@@ -99,6 +102,7 @@ def tune(
         raise TuneError("dynad tune cannot search validation.*: those settings make the set that judges the grid")
     settings = [dict(zip(training_keys, values)) for values in itertools.product(*(grid[k] for k in training_keys))]
     configs = [apply_overrides(cfg, setting) for setting in settings]  # a wrong key or type fails before training
+    _check_grid(configs, grid)
     if cfg.validation.fraction <= 0:
         raise TuneError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
     out = Path(out)
@@ -133,6 +137,16 @@ def tune(
     write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", n_val, best["fit_seconds"],
                        len(settings), budget_minutes)  # fmt: skip
     return best
+
+
+def _check_grid(configs: list[ExperimentConfig], grid: dict[str, list[Any]]) -> None:
+    """Every grid point's settings in range (ConfigError), before any training rather than when it is scored."""
+    keys = _INFERENCE_KEYS + _MAP_KEYS
+    for setting_cfg in configs:
+        for values in itertools.product(*(grid[k] for k in keys)):
+            point = dict(zip(keys, values))
+            point["anomaly_map.kernel_size"] = kernel_size(point["anomaly_map.sigma"])  # as with_map_settings sets it
+            check_config(apply_overrides(setting_cfg, point))
 
 
 def _cell(value: Any) -> Any:

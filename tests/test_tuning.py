@@ -110,6 +110,17 @@ def test_an_unknown_training_key_fails_before_any_training(shared_data, tmp_path
     with pytest.raises(ValueError, match="cannot search validation"):  # the judge itself
         tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, grid={"validation.seed": [0, 1]},
              progress=False)  # fmt: skip
+    # An out-of-range grid value, of an inference or a map setting too (they used to fail after training).
+    for grid, fault in (({"anomaly_map.sigma": [2.0, -1.0]}, "anomaly_map.sigma = -1.0: must be > 0"),
+                        ({"dic.t_max": [20, 5000]}, "dic.t_max = 5000"),
+                        ({"denoiser.max_train_timestep": [50], "dic.t_max": [20, 100]},  # with a training axis
+                         "dic.t_max = 100: must be <= denoiser.max_train_timestep")):  # fmt: skip
+        with pytest.raises(ConfigError, match=fault):
+            tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=tmp_path / "models", grid=grid,
+                 progress=False)  # fmt: skip
+    assert not (tmp_path / "models").exists()
+    with pytest.raises(ConfigError, match=r"--grid 'dic.t_max': expected KEY=V1,V2"):
+        parse_grid(["dic.t_max"])
 
 
 def test_tune_scores_every_grid_point_and_writes_the_best_as_a_preset(tuned):
