@@ -149,9 +149,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _root_pair(text: str) -> tuple[str, str]:
+    from dynad.data import DATASETS
+
     if "=" not in text:
         raise argparse.ArgumentTypeError("expected DATASET=PATH, e.g. mvtec=/data/mvtec_ad")
     k, v = text.split("=", 1)
+    if k not in DATASETS:
+        raise argparse.ArgumentTypeError(f"unknown data set {k!r} in {text!r}; choose one of: {', '.join(DATASETS)}")
     return k, v
 
 
@@ -222,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("reproduce", help="run the notebook sequence for every data set and category, then results/")
     q.add_argument("--preset", default="demo", help="the preset of every run (default: %(default)s)")
-    q.add_argument("--datasets", nargs="+", help="default: those --root names, else the preset's")
+    q.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="DATASET",
+                   help=f"{', '.join(DATASETS)} (default: those --root names, else the preset's)")
     q.add_argument("--categories", nargs="+",
                    help="default: every category of each data set (folder: each sub-folder of its root)")
     q.add_argument("--root", action="append", type=_root_pair, metavar="DATASET=PATH", help="data set folder")

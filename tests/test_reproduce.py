@@ -199,6 +199,15 @@ def test_a_folder_data_set_runs_every_category_folder_of_its_root(tmp_path: Path
     rc = reproduce(preset="tiny", roots={"folder": str(tmp_path / "empty")}, runs=tmp_path / "runs",
                    results=tmp_path / "results", progress=False)  # fmt: skip
     assert rc == 1 and "folder/(none)" in capsys.readouterr().out and not (tmp_path / "runs").exists()
+    # A mistyped data set name in --root or --datasets is refused by the command line, not run as a data set.
+    from dynad.cli import main as cli_main
+
+    for argv, message in ((["--root", f"fold={tmp_path}"], "unknown data set 'fold'"),
+                          (["--datasets", "mvtc"], "invalid choice: 'mvtc'")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            cli_main(["reproduce", "--preset", "tiny", "--runs", str(tmp_path / "runs"), *argv])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict, capsys, tmp_path: Path) -> None:
