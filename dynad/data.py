@@ -121,15 +121,21 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
         cat_dir = root / category
         if not cat_dir.is_dir():
             present = ", ".join(category_folders(root)) or "no folders"
-            hint = ""
-            if (root / "train").is_dir() and (root / "test").is_dir():  # the root given is a category folder itself
-                hint = f"; {root} is a category folder: the root is {root.parent}, the category {root.name!r}"
+            hint = f"; {is_a_category_folder(root)}" if is_a_category_folder(root) else ""
             raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present}){hint}")
         rows = _read_visa(root, category) if dataset == "visa" else _read_tree(cat_dir, category, _TREES[dataset])
 
     # object dtype throughout: pandas >= 3 would store the string columns as "str" and turn None into NaN.
     index = pd.DataFrame(rows, columns=list(COLUMNS), dtype=object).astype({"label": "int64"})
     return index.sort_values(["split", "defect_type", "image_path"], kind="stable").reset_index(drop=True)
+
+
+def is_a_category_folder(root: str | Path) -> str:
+    """A message when `root`, given as a data set's root, is one category's folder (train/ and test/ in it), else ""."""
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return f"{root} is a category folder: the root is {root.parent}, the category {root.name!r}"
+    return ""
 
 
 def category_folders(root: str | Path) -> list[str]:

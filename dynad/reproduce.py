@@ -65,10 +65,10 @@ def default_categories(dataset: str, root: str | Path | None = None) -> list[str
         from dynad.synthetic import CATEGORIES
 
         return list(CATEGORIES)
-    from dynad.data import KNOWN_CATEGORIES, category_folders
+    from dynad.data import KNOWN_CATEGORIES, category_folders, is_a_category_folder
 
-    if dataset == "folder":
-        return category_folders(root) if root is not None else []
+    if dataset == "folder":  # a category folder given as the root has none (train/, test/ are no categories)
+        return category_folders(root) if root is not None and not is_a_category_folder(root) else []
     return list(KNOWN_CATEGORIES.get(dataset, ()))
 
 
@@ -337,7 +337,7 @@ def _run_local(tasks: list[Task], notify: Callable[[str], None], jobs: int) -> l
 
 
 def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, models, threads) -> list[Task]:
-    from dynad.data import DatasetError
+    from dynad.data import DatasetError, is_a_category_folder
     from dynad.paths import default_synthetic_root
     from dynad.results import ensure_data
 
@@ -356,8 +356,8 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
         cats = list(categories) if categories else default_categories(dataset, None if error else root)
         if error or not cats:
             # One line per data set, not one per category: nothing of it can run.
-            error = error or (f"no categories known for data set {dataset!r}: pass categories=[...] "
-                              f"(CLI: --categories NAME ...)")
+            unknown = f"no categories known for data set {dataset!r}: pass categories=[...] (CLI: --categories NAME ...)"
+            error = error or (dataset == "folder" and is_a_category_folder(root)) or unknown
             tasks.append(Task(preset, dataset, "(all)" if cats else "(none)", None, str(runs / preset / dataset),
                               list(overrides), [], error=error))  # fmt: skip
             continue

@@ -196,6 +196,11 @@ def test_a_folder_data_set_runs_every_category_folder_of_its_root(tmp_path: Path
     assert [(t.category, t.error) for t in tasks] == [("cable", None), ("screw", None)]
     (task,) = _tasks(*args, {"folder": str(tmp_path / "empty")}, *rest)
     assert "no categories known for data set 'folder'" in task.error and "--categories" in task.error
+    (tmp_path / "data" / "cable" / "train").mkdir()
+    (tmp_path / "data" / "cable" / "test").mkdir()
+    (task,) = _tasks(*args, {"folder": str(tmp_path / "data" / "cable")}, *rest)  # a category folder as the root
+    assert task.error == f"{tmp_path / 'data' / 'cable'} is a category folder: the root is {tmp_path / 'data'}, the " \
+                         f"category 'cable'"
     rc = reproduce(preset="tiny", roots={"folder": str(tmp_path / "empty")}, runs=tmp_path / "runs",
                    results=tmp_path / "results", progress=False)  # fmt: skip
     assert rc == 1 and "folder/(none)" in capsys.readouterr().out and not (tmp_path / "runs").exists()
