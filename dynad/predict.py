@@ -13,11 +13,12 @@ quantile (0.99 by default) of the scores of the training images the normalisatio
 anomalous when its score (the map's maximum) reaches the threshold; its mask marks the pixels that do.
 
 Writes into `out`:
-    predictions.csv      path, score, is_anomalous, threshold, knn_distance, bin, t_hat
-    overlays/<name>.png  the input at its own size with the anomaly map over it (jet; the threshold is mid-scale)
-    masks/<name>.png     the binary mask at the threshold (255 = anomalous), at the input's own size
+    predictions.csv      path, name, score, is_anomalous, threshold, knn_distance, bin, t_hat
+    overlays/<name>      the input at its own size with the anomaly map over it (jet; the threshold is mid-scale)
+    masks/<name>         the binary mask at the threshold (255 = anomalous), at the input's own size
     summary.json         counts, threshold and where it came from, skipped files, images per second, peak memory
-A file that cannot be read is skipped with one line naming it; the others are still scored.
+<name> is the input's stem and .png, with -2, -3, ... when stems repeat. A file that cannot be read is skipped with
+one line naming it; the others are still scored. A second prediction into the same `out` replaces the first's files.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-COLUMNS = ["path", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
+COLUMNS = ["path", "name", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
 
 
 class PredictError(ValueError):
@@ -144,6 +145,9 @@ def predict(
     if threshold is None:
         threshold, source = run_threshold(pipeline_path, pipe, quantile)
     out = Path(out)
+    if (out / "summary.json").is_file():  # an earlier prediction: its overlays and masks would mix with these
+        for old in [*(out / "overlays").glob("*.png"), *(out / "masks").glob("*.png")]:
+            old.unlink()
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     size = pipe.cfg.data.image_size
@@ -171,9 +175,10 @@ def predict(
                                  mode="bilinear", align_corners=False)[0, 0].numpy()  # (H, W) fmt: skip
             heat_overlay(image, amap, threshold).save(out / "overlays" / f"{names[i]}.png")
             Image.fromarray(((amap >= threshold) * 255).astype(np.uint8)).save(out / "masks" / f"{names[i]}.png")
-            rows.append({"path": str(paths[i]), "score": score, "is_anomalous": score >= threshold,
-                         "threshold": threshold, "knn_distance": float(res["knn_distance"][k]),
-                         "bin": int(res["bin"][k]), "t_hat": int(res["t_hat"][k])})  # fmt: skip
+            rows.append({"path": str(paths[i]), "name": f"{names[i]}.png", "score": score,
+                         "is_anomalous": score >= threshold, "threshold": threshold,
+                         "knn_distance": float(res["knn_distance"][k]), "bin": int(res["bin"][k]),
+                         "t_hat": int(res["t_hat"][k])})  # fmt: skip
         bar.update(min(batch_size, len(paths) - start))
     bar.close()
     seconds = time.perf_counter() - t0

@@ -222,7 +222,10 @@ def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, ti
     shown = [line.rsplit("\r", 1)[-1] for line in err.split("\n")]  # what a terminal shows on each line
     assert sum(line.startswith("skipped ") for line in shown) == 2, shown  # not glued to the progress bar
     pred = pd.read_csv(out / "predictions.csv")
-    assert list(pred.columns) == ["path", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
+    assert list(pred.columns) == ["path", "name", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
+    # test/good/000.png and test/spot/000.png: each overlay is named in the table, and every one is there.
+    assert pred.name.is_unique and {"000.png", "000-2.png"} <= set(pred.name)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(pred.name)
     per_image = pd.read_csv(run / "per_image.csv")
     assert len(pred) == len(per_image) + 1
     merged = per_image.merge(pred, on="path", suffixes=("_run", ""))
@@ -240,6 +243,10 @@ def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, ti
     assert overlay.size == mask.size == (100, 60)
     assert set(np.unique(np.asarray(mask))) <= {0, 255}
     assert bool(wide.is_anomalous) == (wide.score >= summary["threshold"])
+    # A second, smaller prediction into the same folder replaces the first's files instead of mixing with them.
+    assert cli_main(["predict", str(run), str(odd), "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(p.name for p in (out / "masks").iterdir()) \
+        == ["wide.png"]
 
 
 def test_predict_overlays_16_bit_images_as_their_8_bit_twins(tiny_run, tmp_path):
