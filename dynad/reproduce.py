@@ -356,7 +356,8 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
         cats = list(categories) if categories else default_categories(dataset, None if error else root)
         if error or not cats:
             # One line per data set, not one per category: nothing of it can run.
-            unknown = f"no categories known for data set {dataset!r}: pass categories=[...] (CLI: --categories NAME ...)"
+            unknown = (f"no categories known for data set {dataset!r}: pass categories=[...] "
+                       f"(CLI: --categories NAME ...)")
             error = error or (dataset == "folder" and is_a_category_folder(root)) or unknown
             tasks.append(Task(preset, dataset, "(all)" if cats else "(none)", None, str(runs / preset / dataset),
                               list(overrides), [], error=error))  # fmt: skip

@@ -223,8 +223,9 @@ def test_a_test_split_of_one_class_fails_before_training(data_copy, tmp_path, ca
     else:
         for extra in sorted((root / "board" / "test" / "good").glob("*.png"))[4:]:
             extra.unlink()
+    fast = [a for kv in FAST for a in ("--set", kv)]
     rc = cli_main(["run", "--preset", "tiny", "--dataset", "folder", "--root", str(root), "--category", "board",
-                   "--out", str(tmp_path / "out"), "--models", str(tmp_path / "models"), *[a for kv in FAST for a in ("--set", kv)]])  # fmt: skip
+                   "--out", str(tmp_path / "out"), "--models", str(tmp_path / "models"), *fast])  # fmt: skip
     err = capsys.readouterr().err.rsplit("\r", 1)[-1]
     assert rc == 2 and re.match("error: " + message, err), err
     assert not list((tmp_path / "models").glob("*"))  # nothing was trained
