@@ -121,8 +121,9 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
         cat_dir = root / category
         if not cat_dir.is_dir():
             present = ", ".join(category_folders(root)) or "no folders"
-            hint = f"; {is_a_category_folder(root)}" if is_a_category_folder(root) else ""
-            raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present}){hint}")
+            hint = is_a_category_folder(root)
+            raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present})"
+                               + (f"; {hint}" if hint else ""))  # fmt: skip
         rows = _read_visa(root, category) if dataset == "visa" else _read_tree(cat_dir, category, _TREES[dataset])
 
     # object dtype throughout: pandas >= 3 would store the string columns as "str" and turn None into NaN.

@@ -65,10 +65,10 @@ def default_categories(dataset: str, root: str | Path | None = None) -> list[str
         from dynad.synthetic import CATEGORIES
 
         return list(CATEGORIES)
-    from dynad.data import KNOWN_CATEGORIES, category_folders, is_a_category_folder
+    from dynad.data import KNOWN_CATEGORIES, category_folders
 
-    if dataset == "folder":  # a category folder given as the root has none (train/, test/ are no categories)
-        return category_folders(root) if root is not None and not is_a_category_folder(root) else []
+    if dataset == "folder":
+        return category_folders(root) if root is not None else []
     return list(KNOWN_CATEGORIES.get(dataset, ()))
 
 
@@ -353,12 +353,13 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
                 root = ensure_data(dataset, Path(root).resolve() if root is not None else default_synthetic_root())
             except DatasetError as e:
                 error = str(e)
+        if not (error or categories) and dataset == "folder":  # its train/, test/ would be taken for categories
+            error = is_a_category_folder(root) or None
         cats = list(categories) if categories else default_categories(dataset, None if error else root)
         if error or not cats:
             # One line per data set, not one per category: nothing of it can run.
-            unknown = (f"no categories known for data set {dataset!r}: pass categories=[...] "
-                       f"(CLI: --categories NAME ...)")
-            error = error or (dataset == "folder" and is_a_category_folder(root)) or unknown
+            error = error or (f"no categories known for data set {dataset!r}: pass categories=[...] "
+                              f"(CLI: --categories NAME ...)")
             tasks.append(Task(preset, dataset, "(all)" if cats else "(none)", None, str(runs / preset / dataset),
                               list(overrides), [], error=error))  # fmt: skip
             continue

@@ -75,12 +75,15 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
+def map_overrides(lam: float, sigma: float, score_exponent: float = 0.0) -> dict[str, Any]:
+    """The anomaly map's lambda, sigma (kernel +-4 sigma) and score exponent as config overrides."""
+    return {"anomaly_map.lam": lam, "anomaly_map.sigma": sigma, "anomaly_map.kernel_size": kernel_size(sigma),
+            "anomaly_map.score_exponent": score_exponent}  # fmt: skip
+
+
 def with_map_settings(pipe: DynAD, lam: float, sigma: float, score_exponent: float = 0.0) -> DynAD:
-    """`pipe` with the anomaly map's lambda, sigma (kernel +-4 sigma) and score exponent: re-combines raw maps, no
-    new inference."""
-    return pipe.with_overrides({"anomaly_map.lam": lam, "anomaly_map.sigma": sigma,
-                                "anomaly_map.kernel_size": kernel_size(sigma),
-                                "anomaly_map.score_exponent": score_exponent})  # fmt: skip
+    """`pipe` with `map_overrides`: re-combines raw maps, no new inference."""
+    return pipe.with_overrides(map_overrides(lam, sigma, score_exponent))
 
 
 def tune(
@@ -141,12 +144,11 @@ def tune(
 
 def _check_grid(configs: list[ExperimentConfig], grid: dict[str, list[Any]]) -> None:
     """Every grid point's settings in range (ConfigError), before any training rather than when it is scored."""
-    keys = _INFERENCE_KEYS + _MAP_KEYS
     for setting_cfg in configs:
-        for values in itertools.product(*(grid[k] for k in keys)):
-            point = dict(zip(keys, values))
-            point["anomaly_map.kernel_size"] = kernel_size(point["anomaly_map.sigma"])  # as with_map_settings sets it
-            check_config(apply_overrides(setting_cfg, point))
+        for inference in itertools.product(*(grid[k] for k in _INFERENCE_KEYS)):
+            for map_values in itertools.product(*(grid[k] for k in _MAP_KEYS)):
+                point = {**dict(zip(_INFERENCE_KEYS, inference)), **map_overrides(*map_values)}  # as scored below
+                check_config(apply_overrides(setting_cfg, point))
 
 
 def _cell(value: Any) -> Any:
