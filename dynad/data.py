@@ -110,6 +110,8 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
         where = f"{root} holds: {', '.join(present)}" if present else f"root {root}; known: {', '.join(known)}"
         raise DatasetError(f"unknown {dataset} category {category!r} ({where})")
     root = Path(root).expanduser().resolve()
+    if root.is_file():
+        raise DatasetError(f"dataset root {root} is a file, not a folder (an archive must be unpacked first)")
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist or is not a folder")
 
@@ -121,7 +123,7 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
         cat_dir = root / category
         if not cat_dir.is_dir():
             present = ", ".join(category_folders(root)) or "no folders"
-            hint = is_a_category_folder(root)
+            hint = is_a_category_folder(root) or _root_one_level_down(root, category)
             raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present})"
                                + (f"; {hint}" if hint else ""))  # fmt: skip
         rows = _read_visa(root, category) if dataset == "visa" else _read_tree(cat_dir, category, _TREES[dataset])
@@ -132,11 +134,18 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
 
 
 def is_a_category_folder(root: str | Path) -> str:
-    """A message when `root`, given as a data set's root, is one category's folder (train/ and test/ in it), else ""."""
+    """A message when `root`, given as a data set's root, is one category's folder, else "": train/ and test/ in it
+    (MVTec-like layouts), or Data/Images/ (VisA's published layout)."""
     root = Path(root)
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    if ((root / "train").is_dir() and (root / "test").is_dir()) or (root / "Data" / "Images").is_dir():
         return f"{root} is a category folder: the root is {root.parent}, the category {root.name!r}"
     return ""
+
+
+def _root_one_level_down(root: Path, category: str) -> str:
+    """A message when the category lies one folder deeper (an archive unpacked into a folder of its own), else ""."""
+    deeper = [d for d in _subdirs(root) if (d / category).is_dir()]
+    return f"the root is {deeper[0]}, which holds {category!r}" if len(deeper) == 1 else ""
 
 
 def category_folders(root: str | Path) -> list[str]:

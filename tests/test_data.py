@@ -384,6 +384,9 @@ def test_unknown_category_lists_known_ones_before_touching_disk(tmp_path):
 def test_root_missing(tmp_path):
     with raises_naming(tmp_path / "nowhere", "does not exist"):
         make_index("mvtec", tmp_path / "nowhere", "bottle")
+    (tmp_path / "mvtec_anomaly_detection.tar.xz").write_bytes(b"\xfd7zXZ")  # the download, not yet unpacked
+    with raises_naming(tmp_path / "mvtec_anomaly_detection.tar.xz", "is a file, not a folder", "must be unpacked"):
+        make_index("mvtec", tmp_path / "mvtec_anomaly_detection.tar.xz", "bottle")
 
 
 def test_category_folder_missing(tmp_path):
@@ -394,6 +397,16 @@ def test_category_folder_missing(tmp_path):
     cat = mvtec_tree(tmp_path, "widget")  # the category folder given as the root: the message says how to call it
     with raises_naming(cat / "widget", f"{cat} is a category folder: the root is {tmp_path}, the category 'widget'"):
         make_index("folder", cat, "widget")
+    # The root one level above the categories (an archive unpacked into a folder of its own): the message says where.
+    unpacked = tmp_path / "mvtec_anomaly_detection"
+    mvtec_tree(unpacked, "bottle")
+    with raises_naming(tmp_path / "bottle", f"the root is {unpacked}, which holds 'bottle'"):
+        make_index("mvtec", tmp_path, "bottle")
+    # VisA's published layout: a category folder holds Data/Images/.
+    (tmp_path / "VisA" / "candle" / "Data" / "Images" / "Normal").mkdir(parents=True)
+    with raises_naming(tmp_path / "VisA" / "candle" / "candle",
+                       f"the root is {tmp_path / 'VisA'}, the category 'candle'"):  # fmt: skip
+        make_index("visa", tmp_path / "VisA" / "candle", "candle")
 
 
 def test_no_training_images(tmp_path):
