@@ -212,7 +212,7 @@ def _all_done(task: Task) -> Outcome | None:
     from dynad.results import marker_matches
 
     params = task.parameters()
-    if task.error or not all(marker_matches(Path(task.run_dir), stem, params) for stem in task.notebooks):
+    if not all(marker_matches(Path(task.run_dir), stem, params) for stem in task.notebooks):
         return None
     return Outcome(task.dataset, task.category, task.run_dir, skipped=list(task.notebooks))
 
@@ -261,6 +261,9 @@ def _run_ray(tasks: list[Task], notify: Callable[[str], None], address: str | No
         outcomes: dict[int, Outcome] = {}
         refs = {}
         for i, t in enumerate(tasks):
+            if t.error:  # a setup error is reported here: no Ray worker needed
+                outcomes[i] = run_category(t, notify)
+                continue
             done = _all_done(t)
             if done is not None:
                 outcomes[i] = done
@@ -356,6 +359,11 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
         if not (error or categories) and dataset == "folder":  # its train/, test/ would be taken for categories
             error = is_a_category_folder(root) or None
         cats = list(categories) if categories else default_categories(dataset, None if error else root)
+        # Each category's files are checked here, so that a category missing from the folder (a partial download, a
+        # mistyped name, a root one level up) fails in a line instead of starting a notebook kernel.
+        cat_errors = {} if error else {cat: _index_error(dataset, root, cat) for cat in cats}
+        if not error and len(cats) > 1 and all(cat_errors.values()):  # one line for the data set, as for a missing root
+            error = f"none of its {len(cats)} categories can run; {cats[0]}: {cat_errors[cats[0]]}"
         if error or not cats:
             # One line per data set, not one per category: nothing of it can run.
             error = error or (f"no categories known for data set {dataset!r}: pass categories=[...] "
@@ -366,9 +374,20 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
         for cat in cats:
             run_dir = (runs / preset / dataset / cat).resolve()
             models_dir = str(Path(models).resolve()) if models else ""
-            tasks.append(Task(preset, dataset, cat, str(Path(root).resolve()) if root else None, str(run_dir),
-                              list(overrides), list(notebooks), models_dir, error, threads))  # fmt: skip
+            tasks.append(Task(preset, dataset, cat, str(Path(root).resolve()), str(run_dir),
+                              list(overrides), list(notebooks), models_dir, cat_errors[cat], threads))  # fmt: skip
     return tasks
+
+
+def _index_error(dataset: str, root: Path, category: str) -> str | None:
+    """The DatasetError a category's files give (checked as notebook 01 would, without loading an image), else None."""
+    from dynad.data import DatasetError, make_index
+
+    try:
+        make_index(dataset, root, category)
+    except DatasetError as e:
+        return str(e)
+    return None
 
 
 def reproduce(

@@ -23,8 +23,16 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, shared_data) -> dict:
-    root, models = shared_data
-    return {"root": root, "models": models, "base": tmp_path_factory.mktemp("reproduce")}
+    """The shared board category, and a `tiles` category whose files pass the layout check but one training image is
+    cut short: it fails inside notebook 01 (the shared models are keyed on the files, so board's are reused)."""
+    shared_root, models = shared_data
+    base = tmp_path_factory.mktemp("reproduce")
+    root = base / "data"
+    shutil.copytree(shared_root / "board", root / "board")
+    shutil.copytree(shared_root / "board", root / "tiles")
+    broken = sorted((root / "tiles" / "train" / "good").glob("*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[:100])
+    return {"root": root, "models": models, "base": base, "broken": broken}
 
 
 def _reproduce(env: dict, name: str, categories=("board",), **kw) -> int:
@@ -59,21 +67,27 @@ def _notebook_mtimes(env: dict, name: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def first(env: dict) -> dict:
-    """Reproduction A: board (with ablations) and a category that does not exist, two categories in parallel."""
+    """Reproduction A: board (with ablations), tiles (a broken image) and a category that does not exist, two
+    categories in parallel."""
     # threads=1 whatever the cores: torch's CPU results depend on the thread count, and the tables are compared with
     # reproduction B's, also on one thread.
-    rc, out = _reproduce_quietly(env, "a", categories=("board", "no_such_category"), jobs=2, ablations=True, threads=1)
+    rc, out = _reproduce_quietly(env, "a", categories=("board", "tiles", "no_such_category"), jobs=2, ablations=True,
+                                 threads=1)  # fmt: skip
     return {"rc": rc, "out": out}
 
 
 def test_failing_category_is_recorded_and_the_others_complete(env: dict, first: dict) -> None:
     assert first["rc"] == 1
     out = first["out"]
-    failed_nb = _run_dir(env, "a", "no_such_category") / "notebooks" / f"{CATEGORY_NOTEBOOKS[0]}.ipynb"
-    assert "synthetic/no_such_category" in out and "FAILED" in out
+    failed_nb = _run_dir(env, "a", "tiles") / "notebooks" / f"{CATEGORY_NOTEBOOKS[0]}.ipynb"
+    assert "FAILED" in out
     assert str(failed_nb) in out and failed_nb.is_file()  # the executed notebook shows the traceback
-    failure = [ln for ln in out.splitlines() if ln.strip().startswith("synthetic/no_such_category [")][0]
-    assert "no_such_category" in failure and ":" in failure.split("]: ", 1)[1]  # `ErrorName: message`
+    failure = [ln for ln in out.splitlines() if ln.strip().startswith("synthetic/tiles [")][0]
+    assert f"[{CATEGORY_NOTEBOOKS[0]}]: DatasetError: cannot read image file {env['broken']}" in failure
+    # A category with no folder fails in its line, before any kernel: no run folder, no notebook.
+    missing = [ln for ln in out.splitlines() if ln.strip().startswith("synthetic/no_such_category [")][0]
+    assert "[setup]: unknown synthetic category 'no_such_category'" in missing and "holds: board, tiles" in missing
+    assert not _run_dir(env, "a", "no_such_category").exists()
     run = _run_dir(env, "a")
     for stem in CATEGORY_NOTEBOOKS:
         assert (run / f"{stem}.done.json").is_file() and (run / "notebooks" / f"{stem}.ipynb").is_file()
@@ -126,7 +140,7 @@ def test_changed_parameters_rerun(env: dict, first: dict) -> None:
 def second(env: dict, first: dict) -> dict:
     """Reproduction B: the categories of A again, with the ablations by default, each as a Ray task on a local 2-CPU Ray
     cluster (`--executor ray`, with the `cluster` extra that `make install` installs; else the local executor)."""
-    categories = ("board", "no_such_category")
+    categories = ("board", "tiles")
     try:
         import ray
     except ImportError:
@@ -152,7 +166,7 @@ def second(env: dict, first: dict) -> dict:
 def test_ray_executor_isolates_the_failure_and_skips_what_is_done(env: dict, second: dict) -> None:
     if not second["ray"]:
         pytest.skip("Ray is not installed (pip install -e '.[cluster]'): reproduction B ran on the local executor")
-    assert second["rc"] == 1 and "synthetic/no_such_category" in second["out"] and "FAILED" in second["out"]
+    assert second["rc"] == 1 and "synthetic/tiles [01_" in second["out"] and "FAILED" in second["out"]
     run = _run_dir(env, "b")  # the category ran in a Ray worker process and its files are here
     assert (run / "04_evaluate.done.json").is_file() and (run / "eval" / "metrics.json").is_file()
     assert second["again"] == 0 and second["untouched"]
@@ -182,22 +196,26 @@ def test_a_data_set_without_folder_fails_with_a_clear_message(env: dict, capsys:
     assert not (env["base"] / "x" / "results").exists()  # nothing ran, nothing to summarise
 
 
-def test_a_folder_data_set_runs_every_category_folder_of_its_root(tmp_path: Path, capsys) -> None:
+def test_a_folder_data_set_runs_every_category_folder_of_its_root(tmp_path: Path, capsys, shared_data) -> None:
     """Its categories are the root's sub-folders (it used to fail with 'no categories known' unless named), and
-    `--root folder=PATH` alone selects it (the preset's synthetic data set used to run instead)."""
+    `--root folder=PATH` alone selects it (the preset's synthetic data set used to run instead). A sub-folder that is
+    not a category fails in its line, before any kernel starts."""
     from dynad.reproduce import _tasks
 
-    for name in ("cable", "screw", ".hidden"):
-        (tmp_path / "data" / name).mkdir(parents=True)
+    for name in ("cable", "screw"):
+        shutil.copytree(shared_data[0] / "board", tmp_path / "data" / name)
+    (tmp_path / "data" / ".hidden").mkdir()
     (tmp_path / "empty").mkdir()
     args = ("tiny", ["folder"], None)
     rest = (tmp_path / "runs", [], ["04_evaluate"], None, None)
     tasks = _tasks(*args, {"folder": str(tmp_path / "data")}, *rest)
     assert [(t.category, t.error) for t in tasks] == [("cable", None), ("screw", None)]
+    (tmp_path / "data" / "notes").mkdir()
+    tasks = _tasks(*args, {"folder": str(tmp_path / "data")}, *rest)
+    assert [t.category for t in tasks] == ["cable", "notes", "screw"] and tasks[0].error is tasks[2].error is None
+    assert tasks[1].error.startswith(f"no training images in {tmp_path / 'data' / 'notes' / 'train' / 'good'}")
     (task,) = _tasks(*args, {"folder": str(tmp_path / "empty")}, *rest)
     assert "no categories known for data set 'folder'" in task.error and "--categories" in task.error
-    (tmp_path / "data" / "cable" / "train").mkdir()
-    (tmp_path / "data" / "cable" / "test").mkdir()
     (task,) = _tasks(*args, {"folder": str(tmp_path / "data" / "cable")}, *rest)  # a category folder as the root
     assert task.error == f"{tmp_path / 'data' / 'cable'} is a category folder: the root is {tmp_path / 'data'}, the " \
                          f"category 'cable'"
@@ -225,6 +243,13 @@ def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict
     out = capsys.readouterr().out
     assert rc == 1 and out.count("does not exist") == 1 and "mvtec/(all)" in out
     assert not runs.exists()  # no notebook started
+    # A root one level above the categories (an archive unpacked into a folder of its own): one line saying where.
+    (tmp_path / "download" / "mvtec_anomaly_detection" / "bottle").mkdir(parents=True)
+    rc = reproduce(preset="tiny", datasets=["mvtec"], roots={"mvtec": str(tmp_path / "download")}, runs=runs,
+                   results=tmp_path / "results", progress=False)  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 1 and "mvtec/(all)" in out and out.count("does not exist") == 1 and not runs.exists()
+    assert f"the root is {tmp_path / 'download' / 'mvtec_anomaly_detection'}, which holds 'bottle'" in out
     with pytest.raises(ConfigError, match="dic.kk"):
         _reproduce(env, "bad-set", overrides=["dic.kk=3"])
     with pytest.raises(ConfigError, match="threads"):
