@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from dynad import synthetic
-from dynad.provenance import versions, write_json
+from dynad.provenance import environment, write_json
 from dynad.reproduce import reproduce
 from dynad.synthetic import SynthConfig
 
@@ -46,7 +46,7 @@ def main() -> None:
                                                              n_test_per_defect=2)  # fmt: skip
     result = {"preset": args.preset, "categories": ["tiles", "board"], "ablations": args.ablations,
               "n_train": data.n_train, "demo_data": args.demo_data, "cpu_count": os.cpu_count(),
-              "versions": versions(), "runs": {}}  # fmt: skip
+              **environment(), "runs": {}}  # fmt: skip
     if args.out.is_file():
         result["runs"] = json.loads(args.out.read_text()).get("runs", {})
     for name in args.runs:

@@ -26,6 +26,7 @@ from PIL import Image
 
 from dynad import fingerprint
 from dynad.data import make_index
+from dynad.provenance import environment, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,7 +71,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", type=Path, default=HERE / "results" / "fingerprint.json")
     args = p.parse_args()
-    result: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    result: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", **environment()}
     with tempfile.TemporaryDirectory(prefix="dynad-fp-") as tmp:
         os.environ["DYNAD_CACHE"] = str(Path(tmp) / "cache")
         if args.mtd.is_dir():
@@ -88,8 +89,7 @@ def main() -> None:
             Image.fromarray(rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)).save(f)
             files.append(f)
         result[f"generated_{args.n}_png_{args.size}px"] = measure(files, gen, args.repeat)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

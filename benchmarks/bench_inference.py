@@ -1,10 +1,12 @@
 """Per-image inference time by stage (kNN, encode, denoise, decode, maps) and images per second at batch 1 and 16.
 
     python benchmarks/bench_inference.py [--pipeline runs/demo/synthetic/board/eval/pipeline.pt] [--device cpu]
+                                         [--threads 1]
 
 Uses a fitted pipeline (default: the demo run of `make demo`; without one, it fits the `tiny` preset on a small
-synthetic set first) and random-free inputs (the run's own test images, or synthetic ones). Results go to
-benchmarks/results/inference.json.
+synthetic set first) and random-free inputs (synthetic test images at the pipeline's size). Results go to
+benchmarks/results/inference.json, or inference_tiny.json for the tiny preset fitted here, so that a clone without
+the demo run does not replace the demo pipeline's numbers (README) with the tiny preset's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dynad.config import load_preset
 from dynad.data import ImageDataset, make_index
 from dynad.experiment import fit_pipeline
 from dynad.pipeline import DynAD
-from dynad.provenance import device_description, versions, write_json
+from dynad.provenance import device_description, environment, set_threads, write_json
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = HERE.parent / "runs/demo/synthetic/board/eval/pipeline.pt"
@@ -65,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipeline", type=Path, default=DEFAULT)
     p.add_argument("--device", default=None)
     p.add_argument("--images", type=int, default=32)
-    p.add_argument("--out", type=Path, default=HERE / "results/inference.json")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/inference.json")
     args = p.parse_args(argv)
+    set_threads(args.threads)
     if args.pipeline.is_file():
         pipe, source = DynAD.load(args.pipeline, device=args.device), str(args.pipeline)
     else:
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_preset("tiny", [f"device={args.device or 'auto'}"])
         pipe, _, _ = fit_pipeline(cfg, "synthetic", bench_data(), "board", Path(tempfile.gettempdir()) / "dynad-bench-models", False)
         source = "tiny preset fitted on the fly"
+    out = args.out or HERE / "results" / ("inference.json" if args.pipeline.is_file() else "inference_tiny.json")
     images = test_images(pipe, args.images)
     result = {
         "pipeline": source,
@@ -81,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": pipe.cfg.data.image_size,
         "device": device_description(pipe.device),
         "torch_threads": torch.get_num_threads(),
-        "versions": versions(),
+        **environment(),
         "runs": [bench(pipe, images, 1, 1), bench(pipe, images, 16, 2)],
     }
-    write_json(args.out, result)
+    write_json(out, result)
     print(json.dumps(result["runs"], indent=2))
-    print(f"written to {args.out}")
+    print(f"written to {out}")
     return 0
 
 

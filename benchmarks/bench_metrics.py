@@ -125,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             r = result["metrics"][name] = run_self("--worker", name, "--data", tmp, *sizes)
             print(f"{name:18s} {r['seconds']:6.1f} s   peak {r['peak_gb']:.2f} GB (+{r['added_gb']:.2f} GB over inputs)")
 
-    from dynad.provenance import versions, write_json
+    from dynad.provenance import environment, write_json
 
     result.update({
         "memory": "ru_maxrss of a fresh process that loads the inputs and runs one metric; "
         "peak_gb: whole process, loaded_gb: after loading the inputs, added_gb: peak above loaded",
         "cpus": os.cpu_count(),
         "machine_memory_gb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9,
-        "versions": versions(),
+        **environment(),
     })  # fmt: skip
     write_json(args.out, result)
     print(json.dumps(result["metrics"], indent=2))

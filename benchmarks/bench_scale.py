@@ -25,7 +25,7 @@ from dynad.config import load_preset
 from dynad.denoiser import build_unet
 from dynad.dryrun import SD_VAE_FT_MSE
 from dynad.features import FeatureExtractor
-from dynad.provenance import versions, write_json
+from dynad.provenance import environment, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -153,7 +153,7 @@ def main() -> None:
         },
         "assumptions": ASSUMPTIONS,
         "measured_dry_runs": [],
-        "versions": versions(),
+        **environment(),
     }
     runs = [(path, json.loads(path.read_text())) for path in args.dry_runs]
     for path, r in runs:

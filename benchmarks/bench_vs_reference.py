@@ -58,7 +58,7 @@ from dynad.denoiser import build_unet, count_parameters
 from dynad.dic import DynamicConditioning
 from dynad.features import build_extractor
 from dynad.pipeline import DynAD
-from dynad.provenance import device_description, versions, write_json, write_text
+from dynad.provenance import device_description, environment, write_json, write_text
 from dynad.reconstruction import reconstruct
 
 HERE = Path(__file__).resolve().parent
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_description(device),
         "torch_threads": torch.get_num_threads(),
         "reference_code": None if args.reference_code is None else str(args.reference_code.resolve()),
-        "versions": versions(),
+        **environment(),
         "runs": runs,
     }
     # The official runs first, then dynad's (built only then: both sets of models at once need more memory).

@@ -145,15 +145,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def environment() -> dict[str, Any]:
+    """What made a number, besides its config: package versions, commit, CPU and time (benchmarks store this alone)."""
+    return {
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "cpu": cpu_description(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def record(config_dict: dict[str, Any], device: torch.device, weights: dict[str, str]) -> dict[str, Any]:
     """The provenance block stored beside every result."""
     return {
         "config": config_dict,
-        "versions": versions(),
-        "git_commit": git_commit(),
+        **environment(),
         "device": device_description(device),
-        "cpu": cpu_description(),
         "weights": weights,
         "seed": config_dict.get("seed"),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
