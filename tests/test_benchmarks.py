@@ -39,3 +39,22 @@ def test_bench_inference_without_the_demo_run_keeps_the_demo_numbers(tmp_path: P
     _assert_environment(result)
     assert result["preset"] == "tiny" and result["torch_threads"] == 1
     assert [r["batch"] for r in result["runs"]] == [1, 16]
+
+
+def test_compare_results_exit_codes_and_a_mistyped_folder(tmp_path: Path, capsys) -> None:
+    compare = benchmark_scripts.load("compare_results")
+    a, b = tmp_path / "a" / "tables", tmp_path / "b" / "tables"
+    for d in (a, b):
+        d.mkdir(parents=True)
+        (d / "main_synthetic.md").write_text("| board | 97.75 |\n")
+    assert compare.main([str(a.parent), str(b.parent)]) == 0
+    (b / "main_synthetic.md").write_text("| board | 97.12 |\n")
+    assert compare.main([str(a.parent), str(b.parent)]) == 1
+    assert "main_synthetic.md:1: '| board | 97.75 |' != '| board | 97.12 |'" in capsys.readouterr().out
+    # A mistyped path is an error naming it (it used to list every table of the other folder as "only in").
+    with pytest.raises(SystemExit) as e:
+        compare.main([str(a.parent), str(tmp_path / "typo")])
+    assert e.value.code == 2 and f"results folder {tmp_path / 'typo'} does not exist" in capsys.readouterr().err
+    # One level too high on one side: one line saying so.
+    assert compare.main([str(a.parent), str(tmp_path)]) == 1
+    assert "no table in common between" in capsys.readouterr().out

@@ -83,7 +83,8 @@ def write_table(df: pd.DataFrame, folder: str | Path, name: str, title: str = ""
 def compare_tables(dir_a: str | Path, dir_b: str | Path) -> list[str]:
     """Differences between the tables of two results folders (results/<preset> or its tables/): [] when identical."""
     def tables_of(d: Path) -> tuple[Path, dict[str, Path]]:
-        d = Path(d)
+        if not d.is_dir():  # a mistyped path would otherwise list every table of the other folder as "only in"
+            raise FileNotFoundError(f"results folder {d} does not exist")
         d = d / "tables" if (d / "tables").is_dir() else d
         return d, {str(p.relative_to(d)): p for p in sorted(d.rglob("*")) if p.suffix in TABLE_SUFFIXES}
 
@@ -92,6 +93,8 @@ def compare_tables(dir_a: str | Path, dir_b: str | Path) -> list[str]:
     diffs = []
     if not a and not b:
         return [f"no tables in {da} nor in {db}"]
+    if a and b and not set(a) & set(b):
+        return [f"no table in common between {da} and {db}: compare two results/<preset> folders (or their tables/)"]
     for name in sorted(set(a) - set(b)):
         diffs.append(f"{name}: only in {da}")
     for name in sorted(set(b) - set(a)):
