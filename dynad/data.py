@@ -286,7 +286,8 @@ def _read_mtd(root: Path) -> list[dict]:
     free_dir = root / "MT_Free" / "Imgs"
     free = sorted(_files(free_dir, (".jpg",)), key=lambda p: p.name)
     if not free:
-        raise DatasetError(f"no training images in {free_dir} (looked for .jpg files)")
+        hint = "" if free_dir.parent.is_dir() else _root_one_level_down(root, "MT_Free")
+        raise DatasetError(f"no training images in {free_dir} (looked for .jpg files)" + (f"; {hint}" if hint else ""))
     # The project's fixed split: sorted positions 0, 5, 10, ... are test images (README of the data).
     rows = [_row("test" if i % 5 == 0 else "train", "magnetic_tile", "good", p, None) for i, p in enumerate(free)]
     _check_mtd_masks(free_dir, free)

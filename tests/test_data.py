@@ -425,9 +425,12 @@ def test_no_training_images(tmp_path):
 
 
 def test_no_training_images_mtd(tmp_path):
-    (tmp_path / "MT_Free" / "Imgs").mkdir(parents=True)
-    with raises_naming(tmp_path / "MT_Free" / "Imgs", "no training images"):
-        make_index("mtd", tmp_path, "magnetic_tile")
+    (tmp_path / "Magnetic-Tile-Defect" / "MT_Free" / "Imgs").mkdir(parents=True)
+    with raises_naming(tmp_path / "MT_Free" / "Imgs", "no training images",
+                       f"the root is {tmp_path / 'Magnetic-Tile-Defect'}, which holds 'MT_Free'"):  # fmt: skip
+        make_index("mtd", tmp_path, "magnetic_tile")  # the folder above the data set
+    with raises_naming(tmp_path / "Magnetic-Tile-Defect" / "MT_Free" / "Imgs", "no training images"):
+        make_index("mtd", tmp_path / "Magnetic-Tile-Defect", "magnetic_tile")
 
 
 def test_anomalous_image_without_mask(tmp_path):
