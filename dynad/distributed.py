@@ -19,6 +19,8 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedDataParallelKwargs, gather_object
 
+from dynad.provenance import resolve_device
+
 
 def accelerator(device: str = "auto", mixed_precision: str = "no", find_unused_parameters: bool = False) -> Accelerator:
     """An Accelerator for `device` ("auto", "cpu", "cuda", "cuda:N") and autocast `mixed_precision` ("no", "bf16",
@@ -28,7 +30,7 @@ def accelerator(device: str = "auto", mixed_precision: str = "no", find_unused_p
     tests and the notebooks run several configs in one kernel), so that state is rebuilt then; inside a launched
     group the settings are fixed for the group and a change is an error.
     """
-    cpu = device == "cpu" or not torch.cuda.is_available()
+    cpu = resolve_device(device).type == "cpu"  # a GPU named outright and absent is an error there
     mixed_precision = "no" if cpu else mixed_precision
     if PartialState._shared_state:
         st = PartialState()

@@ -234,6 +234,7 @@ def run_experiment(
     out = Path(out)
     models_dir = Path(models_dir or out / "models")
     cat_cfg = check_config(cfg.for_category(category))  # the data-dependent checks follow in fit_pipeline
+    resolve_device(cat_cfg.device)  # a named GPU that is not there: an error now, not after loading the data
     need_models, need_out = storage_estimate(cat_cfg)
     run_folder.prepare_folder(out, need_out, "output folder")
     run_folder.prepare_folder(models_dir, need_models, "models folder")

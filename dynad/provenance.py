@@ -111,9 +111,23 @@ def git_commit() -> str:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """The device a config's `device` names. `auto` is a GPU when there is one; a GPU named outright must be there
+    (ConfigError): it is never swapped for the CPU in silence."""
+    from dynad.config import ConfigError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "" if torch.version.cuda else ", a build without CUDA"
+        raise ConfigError(f"device = {name!r}: this machine has no CUDA device (torch {torch.__version__}{build}); "
+                          f"device=auto takes a GPU when there is one, else the CPU")  # fmt: skip
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device = {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")  # fmt: skip
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device = {name!r}: MPS (Apple GPUs) is not available on this machine")
+    return device
 
 
 def device_description(device: torch.device) -> str:

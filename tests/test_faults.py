@@ -28,7 +28,7 @@ from dynad.config import PRESETS, ConfigError, load_preset
 from dynad.data import DatasetError, load_image, load_mask, make_index, open_rgb
 from dynad.experiment import fit_pipeline, is_complete, run_experiment
 from dynad.pipeline import DynAD
-from dynad.provenance import atomic_write, save_torch, tmp_tag
+from dynad.provenance import atomic_write, resolve_device, save_torch, tmp_tag
 from dynad.results import marker_matches, write_marker
 from dynad.training import CheckpointError, train
 
@@ -237,6 +237,21 @@ def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == "error: anomaly_map.kernel_size = 4: must be odd and >= 1"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_gpu_named_outright_and_absent_is_an_error_not_the_cpu(shared_data, tmp_path, capsys):
+    """`--set device=cuda` on a machine without one ran on the CPU without a word (it is recorded, but a paper run
+    would take days). `dynad predict --device` and `DynAD.load` go through the same `resolve_device`. On a GPU
+    machine the first index past its GPUs is the absent one."""
+    absent = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    rc = cli_main(["run", "--preset", "tiny", "--category", "board", "--root", str(shared_data[0]),
+                   "--out", str(tmp_path / "out"), "--set", f"device={absent}"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"error: device = '{absent}': this machine has ") and "CUDA device" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=f"device = '{absent}': this machine has "):
+        resolve_device(absent)
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_cli_reports_an_unreadable_image_on_a_line_of_its_own(shared_data, tmp_path, capsys):
