@@ -125,6 +125,14 @@ def latent_scale(latents: torch.Tensor) -> float:
     return round(float(1.0 / latents.float().std().clamp_min(1e-6)), 4)  # 4 decimals: the same at any thread count
 
 
+def set_latent_scale(codec: LatentCodec, moments: torch.Tensor, scaling_factor: float | None) -> float:
+    """Give `codec` its scale s, the configured one or (None) measured on the training moments, (N, 2C, h, w)
+    unscaled: unit-variance latents, as the noise schedule assumes. Returns s; the caller scales the moments."""
+    s = latent_scale(moments[:, : codec.latent_channels]) if scaling_factor is None else scaling_factor
+    codec.scaling_factor = s
+    return s
+
+
 def build_small_vae(cfg: AutoencoderConfig, image_size: int) -> AutoencoderKL:
     n = len(cfg.block_out_channels)
     return AutoencoderKL(

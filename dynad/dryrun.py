@@ -21,7 +21,9 @@ import torch
 from diffusers import AutoencoderKL
 
 from dynad import distributed, synthetic
-from dynad.autoencoder import LatentCodec, WeightsNotFoundError, build_small_vae, load_pretrained_vae, vae_loss
+from dynad.autoencoder import (
+    LatentCodec, WeightsNotFoundError, build_small_vae, load_pretrained_vae, set_latent_scale, vae_loss,
+)  # fmt: skip
 from dynad.config import ExperimentConfig, apply_overrides
 from dynad.denoiser import build_unet, count_parameters, epsilon_loss
 from dynad.dic import DynamicConditioning
@@ -123,12 +125,14 @@ def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int =
         except WeightsNotFoundError:
             vae = AutoencoderKL(**SD_VAE_FT_MSE)
             report["weights"]["autoencoder"] = "sd-vae-ft-mse architecture, RANDOM weights (not on this machine)"
-    codec = LatentCodec(vae, cfg.autoencoder.scaling_factor, cfg.autoencoder.posterior).to(device).eval()
+    codec = LatentCodec(vae, 1.0, cfg.autoencoder.posterior).to(device).eval()
     with torch.no_grad():
         moments = torch.cat(
             [torch.cat(codec.posterior_moments(train_images[i : i + batch].to(device)), 1).cpu()
              for i in range(0, n_train, batch)]  # fmt: skip
-        )  # (N, 2C, h, w)
+        )  # (N, 2C, h, w), unscaled
+    report["latent_scaling_factor"] = set_latent_scale(codec, moments, cfg.autoencoder.scaling_factor)
+    moments = moments * codec.scaling_factor
     report["stages"]["autoencoder"] = meter.stop()
     report["parameters"]["autoencoder"] = count_parameters(vae)
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from dynad import anomaly_map as am
 from dynad import distributed
 from dynad.autoencoder import (
-    LatentCodec, autoencoder_from_architecture, build_small_vae, latent_scale, load_pretrained_vae, vae_loss,
+    LatentCodec, autoencoder_from_architecture, build_small_vae, load_pretrained_vae, set_latent_scale, vae_loss,
 )  # fmt: skip
 from dynad.checks import check_config
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides
@@ -174,12 +174,10 @@ class DynAD:
                 [torch.cat(codec.posterior_moments(b.to(device)), dim=1).cpu() for b in _batches(train_images, 16)]
             )  # (N, 2C, h, w): mean and std stacked, unscaled
         if cfg.reconstruction.space != "pixel":
-            s = cfg.autoencoder.scaling_factor
-            if s is None:  # measured: unit-variance training latents, as the noise schedule assumes
-                s = latent_scale(moments[:, : codec.latent_channels])
+            s = set_latent_scale(codec, moments, cfg.autoencoder.scaling_factor)
+            if cfg.autoencoder.scaling_factor is None:
                 prov["weights"]["autoencoder"] += f", latent scale {s:.4f} measured on the training latents"
             prov["latent_scaling_factor"] = s
-            codec.scaling_factor = s
             moments = moments * s
         prov["seconds"]["train_autoencoder"] = time.perf_counter() - t0
         t0 = time.perf_counter()

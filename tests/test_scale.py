@@ -4,6 +4,7 @@ tests/test_reproduce.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -72,8 +73,6 @@ def test_paper_preset_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     argv = ["run", "--preset", "mvtec", "--dry-run", "--dry-run-steps", "1", "--dry-run-images", "1", "--out",
             str(tmp_path), "--set", "data.image_size=128", "--set", "device=cpu"] + [a for s in absent for a in ("--set", s)]  # fmt: skip
     assert main(argv) == 0
-    import json
-
     report = json.loads((tmp_path / "dry_run.json").read_text())
     assert report["parameters"]["denoiser"] == pytest.approx(267.2e6, rel=1e-3)
     assert report["parameters"]["autoencoder"] == pytest.approx(83.65e6, rel=1e-3)  # sd-vae-ft-mse's size
@@ -83,6 +82,22 @@ def test_paper_preset_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert all(s["peak_memory_gb"] > 1.0 for s in report["stages"].values())  # 267 M params + AdamW: > 1 GB
     out = capsys.readouterr().out
     assert "267.2 M parameters" in out and "RANDOM weights" in out
+
+
+@pytest.mark.parametrize("preset", ["demo", "cpu", "mtd"])
+def test_dry_run_of_a_preset_that_measures_its_latent_scale(preset: str, tmp_path: Path) -> None:
+    """TAEF2's presets measure the latent scale on the training latents (`scaling_factor: null`); the dry run
+    stopped on `Tensor * NoneType` before it measured it as a run does."""
+    from dynad.cli import main
+    from dynad.config import load_preset
+
+    assert load_preset(preset).autoencoder.scaling_factor is None
+    argv = ["run", "--preset", preset, "--dry-run", "--dry-run-steps", "1", "--dry-run-images", "1", "--out",
+            str(tmp_path), "--set", "device=cpu"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "dry_run.json").read_text())
+    assert report["maps_finite"] and report["latent_scaling_factor"] > 0
+    assert report["weights"]["autoencoder"] == "pretrained: taef2"
 
 
 def test_training_resumes_after_a_kill_with_the_same_weights(tmp_path: Path) -> None:
