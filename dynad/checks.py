@@ -57,6 +57,8 @@ def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
         need(value in allowed, key, value, f"must be one of {', '.join(str(a).lower() for a in allowed)}")
     need(cfg.device == "auto" or re.fullmatch(r"cpu|mps|cuda(:\d+)?", cfg.device) is not None, "device", cfg.device,
          "must be auto, cpu, mps, cuda or cuda:<index>")  # fmt: skip
+    need(0.0 <= cfg.predict.threshold_quantile <= 1.0, "predict.threshold_quantile", cfg.predict.threshold_quantile,
+         "must lie in [0, 1]")  # fmt: skip
     at_least("seed", cfg.seed, 0)
     at_least("threads", cfg.threads, 0)  # 0: torch's default
 

@@ -132,6 +132,13 @@ def predict(
 ) -> dict[str, Any]:
     """Score every image of `inputs` with the run's pipeline and write the files above; returns the summary."""
     t_start = time.perf_counter()
+    # Checked whether or not they are used (a validation threshold makes the quantile moot): a typo is still a typo.
+    if quantile is not None and not 0.0 <= quantile <= 1.0:
+        raise PredictError(f"threshold quantile must lie in [0, 1], got {quantile}")
+    if batch_size is not None and batch_size < 1:
+        raise PredictError(f"batch size must be >= 1, got {batch_size}")
+    if threshold is not None and not np.isfinite(threshold):
+        raise PredictError(f"threshold must be a finite number, got {threshold}")
     pipeline_path = find_pipeline(run_dir)
     paths, skipped = expand_inputs(inputs)
     for s in skipped:
@@ -151,7 +158,7 @@ def predict(
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     size = pipe.cfg.data.image_size
-    batch_size = batch_size or pipe.cfg.data.batch_size
+    batch_size = pipe.cfg.data.batch_size if batch_size is None else batch_size
     names = _output_names(paths)
     rows = []
     t0 = time.perf_counter()

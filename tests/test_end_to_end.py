@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +270,7 @@ def test_predict_threshold_from_validation_or_given(tiny_run, tmp_path):
     """The run's validation threshold wins over the training quantile; --threshold wins over both."""
     import shutil
 
-    from dynad.predict import predict
+    from dynad.predict import PredictError, predict
 
     run, _ = tiny_run
     copy = tmp_path / "run"
@@ -284,6 +285,14 @@ def test_predict_threshold_from_validation_or_given(tiny_run, tmp_path):
     s = predict(copy, [image], tmp_path / "b", threshold=5.0, progress=False)
     assert s["threshold"] == 5.0 and s["n_anomalous"] == 0
     assert not np.asarray(Image.open(tmp_path / "b" / "masks" / f"{image.stem}.png")).any()
+    # A bad option is an error even where the validation threshold makes it moot (--quantile 2 and --batch-size 0
+    # used to pass in silence), before anything is written.
+    for option, message in (({"quantile": 2.0}, "threshold quantile must lie in [0, 1], got 2.0"),
+                            ({"batch_size": 0}, "batch size must be >= 1, got 0"),
+                            ({"threshold": float("nan")}, "threshold must be a finite number, got nan")):  # fmt: skip
+        with pytest.raises(PredictError, match=re.escape(message)):
+            predict(copy, [image], tmp_path / "c", progress=False, **option)
+    assert not (tmp_path / "c").exists()
 def test_reference_fidelity_run_matches_the_official_code(tiny_root, tmp_path):
     """`--set fidelity=reference` end to end on the tiny category (every reference behaviour, training ones
     included), then its fitted DIC and sampler against the independent re-implementation on the same tensors."""

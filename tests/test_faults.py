@@ -185,6 +185,7 @@ BAD_SETTINGS = [
     ("dic.rounding=ceil", "dic.rounding = 'ceil': must be one of floor, nearest"),
     ("features.knn_layer=layer9", "features.knn_layer = 'layer9'"),
     ("denoiser.ema_decay=1", r"denoiser.ema_decay = 1.0: must be in \[0, 1\)"),
+    ("predict.threshold_quantile=99", r"predict.threshold_quantile = 99.0: must lie in \[0, 1\]"),
 ]
 
 
