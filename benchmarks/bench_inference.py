@@ -68,17 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/inference.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: benchmarks/results/inference.json (inference_tiny.json for the tiny preset)")
     args = p.parse_args(argv)
     set_threads(args.threads)
     if args.pipeline.is_file():
         pipe, source = DynAD.load(args.pipeline, device=args.device), str(args.pipeline)
+        name = "inference.json"
     else:
         print(f"{args.pipeline} not found (run `make demo` first for the demo models); fitting the tiny preset", file=sys.stderr)
         cfg = load_preset("tiny", [f"device={args.device or 'auto'}"])
         pipe, _, _ = fit_pipeline(cfg, "synthetic", bench_data(), "board", Path(tempfile.gettempdir()) / "dynad-bench-models", False)
-        source = "tiny preset fitted on the fly"
-    out = args.out or HERE / "results" / ("inference.json" if args.pipeline.is_file() else "inference_tiny.json")
+        source, name = "tiny preset fitted on the fly", "inference_tiny.json"
+    out = args.out or HERE / "results" / name
     images = test_images(pipe, args.images)
     result = {
         "pipeline": source,

@@ -85,6 +85,12 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[dict[st
     return list(dict.fromkeys(paths)), problems  # each file once, first occurrence first
 
 
+def _check_quantile(q: float) -> float:
+    if not 0.0 <= q <= 1.0:
+        raise PredictError(f"threshold quantile must lie in [0, 1], got {q}")
+    return q
+
+
 def run_threshold(pipeline_path: Path, pipe: DynAD, quantile: float | None = None) -> tuple[float, str]:
     """(threshold, where it came from) for a run without `--threshold`."""
     m = pipeline_path.parent / "metrics.json"
@@ -94,9 +100,7 @@ def run_threshold(pipeline_path: Path, pipe: DynAD, quantile: float | None = Non
     if pipe.train_scores is None:
         raise PredictError(f"{pipeline_path}: the run has no validation threshold and the pipeline stores no "
                            "training scores (saved before `dynad predict` existed); pass --threshold")  # fmt: skip
-    q = pipe.cfg.predict.threshold_quantile if quantile is None else quantile
-    if not 0.0 <= q <= 1.0:
-        raise PredictError(f"threshold quantile must lie in [0, 1], got {q}")
+    q = pipe.cfg.predict.threshold_quantile if quantile is None else _check_quantile(quantile)
     n = len(pipe.train_scores)
     return float(np.quantile(pipe.train_scores, q)), f"{q} quantile of {n} training images' scores"
 
@@ -133,8 +137,8 @@ def predict(
     """Score every image of `inputs` with the run's pipeline and write the files above; returns the summary."""
     t_start = time.perf_counter()
     # Checked whether or not they are used (a validation threshold makes the quantile moot): a typo is still a typo.
-    if quantile is not None and not 0.0 <= quantile <= 1.0:
-        raise PredictError(f"threshold quantile must lie in [0, 1], got {quantile}")
+    if quantile is not None:
+        _check_quantile(quantile)
     if batch_size is not None and batch_size < 1:
         raise PredictError(f"batch size must be >= 1, got {batch_size}")
     if threshold is not None and not np.isfinite(threshold):
