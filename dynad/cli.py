@@ -36,8 +36,8 @@ def _synth(args: argparse.Namespace) -> int:
 
         files, _ = expand_inputs([args.from_images])  # an empty folder: on_photographs says how many it needs
         try:
-            out = synthetic.on_photographs(files, args.out or SURFACES_ROOT, args.category, args.size or 256,
-                                           seed=args.seed, **counts)  # fmt: skip
+            size = 256 if args.size is None else args.size
+            out = synthetic.on_photographs(files, args.out or SURFACES_ROOT, args.category, size, seed=args.seed, **counts)
         except (ValueError, FileExistsError) as e:
             raise ConfigError(f"dynad synth --from-images: {e}") from None
         print(f"{args.from_images}'s photographs with painted defects (folder data set, MVTec layout) in {out}:\n"
@@ -45,7 +45,7 @@ def _synth(args: argparse.Namespace) -> int:
               f"--out runs/{args.category}")
         return 0
     try:
-        cfg = synthetic.SynthConfig(image_size=args.size or 128, seed=args.seed, **counts)
+        cfg = synthetic.SynthConfig(image_size=128 if args.size is None else args.size, seed=args.seed, **counts)
     except ValueError as e:  # out-of-range sizes and counts: one line, not a traceback
         raise ConfigError(f"dynad synth: {e}") from None
     out = synthetic.ensure(args.out or Path(SYNTHETIC_ROOT), cfg)

@@ -603,6 +603,15 @@ def on_photographs(
     patch, missing: a region gone flat) with its exact mask. The result is a "folder" data set (MVTec layout) in
     out/category, written to a hidden sibling and renamed into place when complete.
     """
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32 px, got {image_size}")
+    if n_train < 1 or n_test_good < 0 or n_test_per_defect < 0:
+        raise ValueError(f"n_train must be >= 1 and the test counts >= 0, "
+                         f"got {n_train}, {n_test_good}, {n_test_per_defect}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if category in ("", ".", "..") or Path(category).name != category:
+        raise ValueError(f"category must be one folder name, got {category!r}")
     images = [Path(p) for p in images]
     need = n_train + n_test_good + len(DEFECT_TYPES) * n_test_per_defect
     if len(images) < need:

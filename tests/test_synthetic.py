@@ -231,3 +231,30 @@ def test_dynad_synth_from_images_on_the_command_line(tmp_path: Path, capsys: pyt
     assert f"--root {tmp_path / 'bed'} --category tile --out runs/tile" in capsys.readouterr().out  # runnable as printed
     assert cli_main(["synth", "--from-images", str(tmp_path / "nowhere")]) == 2
     assert "nowhere is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--size", "0", "image_size must be >= 32 px, got 0"),  # 0 is not "the default"
+    ("--n-train", "-1", "n_train must be >= 1 and the test counts >= 0, got -1"),
+    ("--seed", "-1", "seed must be >= 0, got -1"),
+    ("--category", "../elsewhere", "category must be one folder name"),
+])  # fmt: skip
+def test_dynad_synth_from_images_rejects_bad_options_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, option: str, value: str, message: str
+) -> None:
+    from dynad.cli import main as cli_main
+
+    _photographs(tmp_path / "normals", 14)
+    args = ["synth", "--from-images", str(tmp_path / "normals"), "--out", str(tmp_path / "bed"), "--n-train", "4",
+            "--n-test-good", "2", "--n-test-per-defect", "2", option, value]  # fmt: skip
+    assert cli_main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bed").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_dynad_synth_size_0_is_an_error_not_the_default(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from dynad.cli import main as cli_main
+
+    assert cli_main(["synth", "--out", str(tmp_path / "synthetic"), "--size", "0", "--n-train", "2"]) == 2
+    assert "image_size must be in 64..256, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "synthetic").exists()
