@@ -24,7 +24,8 @@ from dynad import distributed, synthetic
 from dynad.autoencoder import (
     LatentCodec, WeightsNotFoundError, build_small_vae, load_pretrained_vae, set_latent_scale, vae_loss,
 )  # fmt: skip
-from dynad.config import ExperimentConfig, apply_overrides
+from dynad.checks import check_config
+from dynad.config import ConfigError, ExperimentConfig, apply_overrides
 from dynad.denoiser import build_unet, count_parameters, epsilon_loss
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
@@ -97,7 +98,8 @@ class _Meter:
 def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int = 2, progress: bool = True) -> dict:
     """Build, train `steps` steps of every stage at batch `batch`, fit the kNN, infer `n_test` images; a report."""
     if steps < 1 or batch < 1 or n_test < 1:
-        raise ValueError(f"dry run: steps, batch and test images must be >= 1 (got {steps}, {batch}, {n_test})")
+        raise ConfigError(f"dry run: steps, batch and test images must be >= 1 (got {steps}, {batch}, {n_test})")
+    check_config(cfg)  # the settings a run would refuse (threads -2, T_max 0, ...) fail the dry run as well
     mp = distributed.precision(cfg)
     device = distributed.accelerator(cfg.device, mp).device
     size = cfg.data.image_size

@@ -100,6 +100,22 @@ def test_dry_run_of_a_preset_that_measures_its_latent_scale(preset: str, tmp_pat
     assert report["weights"]["autoencoder"] == "pretrained: taef2"
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--dry-run-steps", "0"], "dry run: steps, batch and test images must be >= 1 (got 0, 1, 1)"),
+    (["--threads", "-2"], "threads = -2: must be >= 0"),  # a run refuses it, so its dry run must too
+    (["--set", "dic.t_max=0"], "dic.t_max = 0: must be in [1, 999]"),
+])  # fmt: skip
+def test_dry_run_refuses_what_a_run_refuses_in_one_line(
+    option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from dynad.cli import main
+
+    argv = ["run", "--preset", "tiny", "--dry-run", "--dry-run-images", "1", "--out", str(tmp_path / "dry"), *option]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "dry").exists()
+
+
 def test_training_resumes_after_a_kill_with_the_same_weights(tmp_path: Path) -> None:
     """Killed during epoch 2: the rerun continues from the epoch-1 checkpoint and ends on the uninterrupted weights;
     atomic writes leave no partial file behind."""
