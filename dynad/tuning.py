@@ -99,6 +99,8 @@ def tune(
 ) -> dict[str, Any]:
     """Fit each training setting, score every grid point on the validation set, write tune.csv and tuned.yaml;
     returns the best row among the settings that trained within `budget_minutes` (all when None)."""
+    if budget_minutes is not None and not budget_minutes > 0:  # also NaN, which no fit time would exceed
+        raise TuneError(f"the time budget must be a positive number of minutes, got {budget_minutes}")
     grid = {**DEFAULT_GRID, **(grid or {})}
     training_keys = [k for k in grid if k not in _INFERENCE_KEYS + _MAP_KEYS]
     if any(k.startswith("validation.") for k in training_keys):

@@ -66,9 +66,9 @@ def test_a_training_axis_fits_each_setting_and_the_tuned_preset_keeps_the_chosen
     tuned = (tmp_path / "tuned.yaml").read_text()
     assert load_preset(tmp_path / "tuned.yaml").denoiser.epochs == best["denoiser.epochs"]
     assert "2 training settings were fitted; the chosen one took" in tuned
-    with pytest.raises(ValueError, match="no training setting trained within 0 min"):
+    with pytest.raises(ValueError, match="no training setting trained within 0.0001 min"):
         tune(load_preset("tiny"), "synthetic", root, "board", tmp_path / "b", models_dir=models, grid=grid,
-             budget_minutes=0, progress=False)  # fmt: skip
+             budget_minutes=1e-4, progress=False)  # 6 ms: loading the models takes longer  # fmt: skip
     assert len(pd.read_csv(tmp_path / "b" / "tune.csv")) == 2  # every row kept, none chosen
 
 
@@ -77,10 +77,21 @@ def test_dynad_tune_says_when_no_training_setting_fits_the_budget(shared_data, t
     argv = ["tune", "--preset", "tiny", "--root", str(root), "--category", "board", "--out", str(tmp_path),
             "--models", str(models), "--grid", "dic.t_max=20", "--grid", "reconstruction.eta=0", "--grid",
             "anomaly_map.lam=1", "--grid", "anomaly_map.sigma=2", "--grid", "denoiser.epochs=4",
-            "--budget-minutes", "0"]  # fmt: skip
+            "--budget-minutes", "0.0001"]  # fmt: skip
     assert main(argv) == 2
-    assert "error: no training setting trained within 0.0 min" in capsys.readouterr().err
+    assert "error: no training setting trained within 0.0001 min" in capsys.readouterr().err
     assert (tmp_path / "tune.csv").is_file() and not (tmp_path / "tuned.yaml").exists()
+
+
+@pytest.mark.parametrize("budget", ["0", "-1", "nan"])
+def test_dynad_tune_refuses_a_budget_that_is_not_a_positive_time(shared_data, tmp_path, capsys, budget):
+    """NaN compared with any fit time is False, so it was a budget that let every setting through in silence."""
+    root, models = shared_data
+    argv = ["tune", "--preset", "tiny", "--root", str(root), "--category", "board", "--out", str(tmp_path / "t"),
+            "--models", str(models), "--budget-minutes", budget]  # fmt: skip
+    assert main(argv) == 2
+    assert "error: the time budget must be a positive number of minutes" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()  # refused before anything was trained or written
 
 
 def test_dynad_tune_warns_when_few_held_out_images_judge_the_grid(shared_data, tmp_path, one_thread, capsys,
