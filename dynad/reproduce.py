@@ -422,7 +422,7 @@ def reproduce(
     from tqdm.auto import tqdm
 
     from dynad.checks import check_config
-    from dynad.config import load_preset
+    from dynad.config import ConfigError, load_preset
     from dynad.results import eval_fingerprint, inputs_fingerprint, marker_matches
 
     # A wrong key, type or range is a ConfigError now, not once in each category's first notebook.
@@ -435,7 +435,8 @@ def reproduce(
     notebooks = list(CATEGORY_NOTEBOOKS if ablations else CATEGORY_NOTEBOOKS[:-1])
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
-    jobs = max(1, int(jobs))
+    if jobs < 1:  # not "all cores" (as -1 is in joblib) nor a silent 1
+        raise ConfigError(f"jobs must be >= 1 (categories run at once), got {jobs}")
     tasks = _tasks(preset, datasets, categories, roots, runs, list(overrides), notebooks, models, threads)
     total = sum(max(len(t.notebooks), 1) for t in tasks) + 2
     # The bar as a context: an error that escapes (Ray that does not start) closes it, so the error starts on a line

@@ -259,7 +259,10 @@ def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict
         _reproduce(env, "bad-range", overrides=["anomaly_map.kernel_size=4"])
     with pytest.raises(ConfigError, match="threads = -1: must be >= 0"):
         _reproduce(env, "bad-range", threads=-1)
-    assert not (env["base"] / "bad-set").exists() and not (env["base"] / "bad-range").exists()
+    for jobs in (0, -1):  # -1 is "all cores" to joblib; it ran one category at a time in silence
+        with pytest.raises(ConfigError, match=f"jobs must be >= 1 \\(categories run at once\\), got {jobs}"):
+            _reproduce(env, "bad-jobs", jobs=jobs)
+    assert not any((env["base"] / name).exists() for name in ("bad-set", "bad-range", "bad-jobs"))
     # A mistyped synthetic root is an error, not a new data set generated there.
     rc = reproduce(preset="tiny", datasets=["synthetic"], roots={"synthetic": str(tmp_path / "synthetc")}, runs=runs,
                    results=tmp_path / "results", progress=False)  # fmt: skip
