@@ -430,16 +430,26 @@ def load_preset(name: str | Path, overrides: dict[str, Any] | list[str] | None =
     path = Path(name) if str(name).endswith((".yaml", ".yml")) else preset_path(str(name))
     if not path.is_file():
         raise ConfigError(f"preset file {path} not found")
-    d = yaml.safe_load(path.read_text()) or {}
-    d.setdefault("preset", path.stem)
-    if "fidelity" in d:  # the preset's own values win over its fidelity profile
-        for key, value in fidelity_profile(d["fidelity"]).items():
-            *sections, name = key.split(".")
-            node = d
-            for section in sections:
-                node = node.setdefault(section, {})
-            node.setdefault(name, value)
     try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (e.g. 'dic:' then '  t_max: 40'), "
+                          f"got a {type(d).__name__}")  # fmt: skip
+    d.setdefault("preset", path.stem)
+    try:
+        if "fidelity" in d:  # the preset's own values win over its fidelity profile
+            for key, value in fidelity_profile(d["fidelity"]).items():
+                *sections, name = key.split(".")
+                node = d
+                for section in sections:
+                    node = node.setdefault(section, {})
+                    if not isinstance(node, dict):
+                        raise ConfigError(f"{section}: expected a mapping, got {node!r}")
+                node.setdefault(name, value)
         cfg = from_dict(ExperimentConfig, d)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

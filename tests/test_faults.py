@@ -203,6 +203,20 @@ def test_every_preset_passes_the_checks():
         check_config(cfg)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("dic:\n\tt_max: 40\n", r"not valid YAML at line 2, column 1: found character '\\t'"),  # a tab indent
+    ("denoiser: {epochs: 4\n", r"not valid YAML at line 2, column 1: expected ',' or '}'"),
+    ("- dic.t_max: 40\n", r"expected a mapping of settings .*, got a list"),
+    ("fidelity: reference\ndic: 40\n", r"dic: expected a mapping, got 40"),  # the profile fills dic.* in
+])  # fmt: skip
+def test_a_preset_file_that_is_not_a_mapping_of_settings_is_one_line(tmp_path, text, message):
+    """Each of these ended in a yaml or AttributeError traceback."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: {message}"):
+        load_preset(path)
+
+
 def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
     # 24 training images, 2 of them held out for validation (validation.fraction 0.1)
     with pytest.raises(ConfigError, match="dic.k = 30: needs at least 31 training images .* the data have 22"):
