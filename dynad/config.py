@@ -390,11 +390,19 @@ def from_dict(cls: type, d: dict[str, Any] | Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def parse_value(raw: str, where: str) -> Any:
+    """One command-line value read as YAML (10 an int, 0.5 a float, [64,128] a list, null None)."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}: {raw!r} is not a value (a number, a word, true/false, null or a [list])") from None
+
+
 def _parse_override(item: str) -> tuple[str, Any]:
-    if "=" not in item:
+    key, eq, raw = item.partition("=")
+    if not (eq and key.strip()):
         raise ConfigError(f"override {item!r} is not of the form key=value")
-    key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    return key.strip(), parse_value(raw, f"override {item!r}") if raw.strip() else None
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any] | list[str] | None) -> ExperimentConfig:

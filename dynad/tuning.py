@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from dynad import validation
 from dynad.checks import check_config
-from dynad.config import ConfigError, ExperimentConfig, apply_overrides, load_preset, preset_path
+from dynad.config import ConfigError, ExperimentConfig, apply_overrides, load_preset, parse_value, preset_path
 from dynad.experiment import fit_pipeline
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write
@@ -71,7 +71,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         key, eq, values = item.partition("=")
         if not (key and eq and values):
             raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. dic.t_max=10,40)")
-        grid[key] = [yaml.safe_load(v) for v in re.split(r",(?![^\[]*\])", values)]
+        grid[key] = [parse_value(v, f"--grid {item!r}") for v in re.split(r",(?![^\[]*\])", values)]
     return grid
 
 

@@ -186,6 +186,8 @@ BAD_SETTINGS = [
     ("features.knn_layer=layer9", "features.knn_layer = 'layer9'"),
     ("denoiser.ema_decay=1", r"denoiser.ema_decay = 1.0: must be in \[0, 1\)"),
     ("predict.threshold_quantile=99", r"predict.threshold_quantile = 99.0: must lie in \[0, 1\]"),
+    ("dic.t_max=[40", r"override 'dic.t_max=\[40': '\[40' is not a value"),  # was a yaml traceback
+    ("=40", "override '=40' is not of the form key=value"),
 ]
 
 

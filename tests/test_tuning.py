@@ -52,6 +52,8 @@ def test_grid_arguments_are_read_as_dynad_tune_reads_them():
 def test_a_list_valued_grid_axis_keeps_its_commas():
     grid = parse_grid(["denoiser.block_out_channels=[32,64],[64, 128]", "autoencoder.source=taef2,train"])
     assert grid == {"denoiser.block_out_channels": [[32, 64], [64, 128]], "autoencoder.source": ["taef2", "train"]}
+    with pytest.raises(ConfigError, match=r"--grid 'dic.t_max=10,\{': '\{' is not a value"):  # was a yaml traceback
+        parse_grid(["dic.t_max=10,{"])
 
 
 def test_a_training_axis_fits_each_setting_and_the_tuned_preset_keeps_the_chosen_one(shared_data, tmp_path, one_thread):
