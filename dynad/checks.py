@@ -33,7 +33,7 @@ CHOICES = {
 }
 
 
-def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
+def _faults(cfg: ExperimentConfig, n_train: int | None, n_held: int) -> list[str]:
     faults: list[str] = []
 
     def need(ok: bool, key: str, value, allowed: str) -> None:
@@ -146,8 +146,9 @@ def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
         need(1 <= dic.fixed_t_hat <= T - 1, "dic.fixed_t_hat", dic.fixed_t_hat, f"must be in [1, {T - 1}] or null")
     if n_train is not None:
         need_n = dic.k + int(dic.self_distance == "exclude")
+        held = f" ({n_train + n_held} training images, {n_held} held out for validation)" if n_held else ""
         need(n_train >= need_n, "dic.k", dic.k, f"needs at least {need_n} training images (K neighbours"
-             f"{' besides the image itself' if dic.self_distance == 'exclude' else ''}); the data have {n_train}")
+             f"{' besides the image itself' if dic.self_distance == 'exclude' else ''}); the data have {n_train}{held}")
 
     at_least("reconstruction.num_steps", rec.num_steps, 1)
     at_least("reconstruction.eta", rec.eta, 0.0)
@@ -162,12 +163,13 @@ def _faults(cfg: ExperimentConfig, n_train: int | None) -> list[str]:
     return faults
 
 
-def check_config(cfg: ExperimentConfig, n_train: int | None = None) -> ExperimentConfig:
+def check_config(cfg: ExperimentConfig, n_train: int | None = None, n_held: int = 0) -> ExperimentConfig:
     """Raise ConfigError listing every out-of-range field (one line each); return `cfg` when all are valid.
 
-    `n_train`, when given, also checks the settings that depend on the data (K against the training images).
+    `n_train`, when given, also checks the settings that depend on the data (K against the training images);
+    `n_held` is how many more were held out for validation, for the message.
     """
-    faults = _faults(cfg, n_train)
+    faults = _faults(cfg, n_train, n_held)
     if faults:
         raise ConfigError("\n".join(faults))
     return cfg

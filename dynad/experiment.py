@@ -185,7 +185,7 @@ def fit_pipeline(
     t0 = time.perf_counter()
     index = make_index(dataset, root, category)
     keep, held = validation.holdout(int((index.split == "train").sum()), cfg.validation.fraction, cfg.validation.seed)
-    check_config(cfg, n_train=len(keep))  # before hours of training, not after
+    check_config(cfg, n_train=len(keep), n_held=len(held))  # before hours of training, not after
     train_split = load_split(index, "train", cfg, progress)
     test = load_split(index, "test", cfg, progress, MASK_ENCODING[dataset]) if load_test else None
     images = train_split["images"]
