@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from dynad.paths import SYNTHETIC_ROOT, default_synthetic_root
 
@@ -159,11 +160,26 @@ def _root_pair(text: str) -> tuple[str, str]:
     return k, v
 
 
+class _Version(argparse.Action):
+    """`dynad --version`: the package version and the checkout's commit, what a bug report needs."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print dynad's version and commit, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from dynad import __version__
+        from dynad.provenance import git_commit  # a git call, only when asked
+
+        print(f"dynad {__version__} (commit {git_commit()})")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dynad.data import DATASETS
 
     p = argparse.ArgumentParser(prog="dynad", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write the built-in synthetic data set (MVTec layout), or paint its defects "

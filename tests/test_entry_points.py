@@ -63,6 +63,20 @@ def test_help_has_a_description_examples_and_every_option_explained(capsys) -> N
     assert not unexplained, f"options without help text: {unexplained}"
 
 
+def test_version_names_the_package_version_and_the_commit(capsys) -> None:
+    import tomllib
+
+    import dynad
+    from dynad.provenance import git_commit
+
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--version"])
+    assert exit_.value.code == 0
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert dynad.__version__ == version  # read from the installed metadata
+    assert capsys.readouterr().out == f"dynad {version} (commit {git_commit()})\n"
+
+
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_notebook_00_and_dynad_run_agree_and_progress_is_visible(shared_data, tmp_path: Path) -> None:
