@@ -353,8 +353,12 @@ def _high_depth_grey(im: Image.Image, path: str | Path) -> np.ndarray | None:
 def open_rgb(path: str | Path) -> Image.Image:
     """The file as an 8-bit RGB image at its own size, for pictures and for writing PNGs: 16-bit and float greyscale
     scaled by their range as `load_image` reads them (PIL's convert("RGB") would turn them white)."""
-    im = _open(path)
-    grey = _high_depth_grey(im, path)
+    return to_rgb(_open(path), path)
+
+
+def to_rgb(im: Image.Image, name: str | Path = "the image") -> Image.Image:
+    """An image already open as 8-bit RGB, high-depth greyscale scaled by its range; `name` is for errors."""
+    grey = _high_depth_grey(im, name)
     if grey is None:
         return im.convert("RGB")
     return Image.fromarray(np.rint(grey * 255).astype(np.uint8)).convert("RGB")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from dynad import anomaly_map as am
 from dynad import distributed
@@ -32,6 +33,7 @@ from dynad.autoencoder import (
 )  # fmt: skip
 from dynad.checks import check_config
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides
+from dynad.data import to_rgb
 from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet_weights
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
@@ -340,11 +342,11 @@ class DynAD:
         norm = self.train_normalization if self.cfg.anomaly_map.normalization == "train" else None
         return self.anomaly_maps(latent, feature, norm)
 
-    def score(self, x: torch.Tensor | np.ndarray) -> dict:
+    def score(self, x: torch.Tensor | np.ndarray | Image.Image) -> dict:
         """Score images alone (no test set): maps normalised with the training statistics.
 
-        `x` is (B, C, H, W), (C, H, W) or (H, W), C 1 or 3, float in [-1, 1] or uint8 in [0, 255] (see
-        `prepare_input`). Images of another size are resized to the training size, and the maps and the
+        `x` is (B, C, H, W), (C, H, W) or (H, W), C 1 or 3, float in [-1, 1] or uint8 in [0, 255], or a PIL image
+        (see `prepare_input`). Images of another size are resized to the training size, and the maps and the
         reconstruction are returned at the input's (H, W); `pred_score` is the maximum of the map at the training
         size, so that it compares with the training statistics.
         """
@@ -361,25 +363,31 @@ class DynAD:
                                                   align_corners=False)  # fmt: skip
         return out
 
-    def prepare_input(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    def prepare_input(self, x: torch.Tensor | np.ndarray | Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
         """What a user passes -> ((B, 3, S, S) float32 in [-1, 1] at the training size S, the input's (H, W)).
 
-        Converts: (H, W) and (C, H, W) to a batch of one, one channel to three, uint8 [0, 255] to [-1, 1], float16/64
-        to float32, another size to S x S (bilinear). Raises ValueError for anything else: other channel counts or
-        dtypes, non-finite values, float values outside [-1, 1] (an image still in [0, 1] or [0, 255]).
+        Converts: a PIL image (as its file would load); (H, W) and (C, H, W) to a batch of one; channels last,
+        (H, W, C) or (B, H, W, C), where the leading dimension cannot be the channels (not 1 or 3); one channel to
+        three, uint8 [0, 255] to [-1, 1], float16/64 to float32, another size to S x S (bilinear). Raises ValueError
+        for anything else: other channel counts or dtypes, non-finite values, float values outside [-1, 1] (an image
+        still in [0, 1] or [0, 255]).
         """
+        if isinstance(x, Image.Image):
+            x = np.asarray(to_rgb(x)).transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
         if isinstance(x, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(x))
+            x = torch.tensor(x)  # a copy: np.asarray(PIL image) is read-only, which torch.from_numpy warns about
         if not isinstance(x, torch.Tensor):
-            raise ValueError(f"score() expects a torch.Tensor or numpy array, got {type(x).__name__}")
+            raise ValueError(f"score() expects a torch.Tensor, numpy array or PIL image, got {type(x).__name__}")
         shape = tuple(x.shape)
+        if x.ndim in (3, 4) and x.shape[-1] in (1, 3) and x.shape[-3] not in (1, 3):
+            x = x.movedim(-1, -3)  # channels last -> (..., C, H, W)
         if x.ndim == 2:
             x = x[None, None]  # (H, W) -> (1, 1, H, W)
         elif x.ndim == 3:
             x = x[None]  # (C, H, W) -> (1, C, H, W)
         if x.ndim != 4 or x.shape[0] == 0 or x.shape[1] not in (1, 3) or min(x.shape[-2:]) < 2:
             raise ValueError(f"score() expects images of shape (B, C, H, W), (C, H, W) or (H, W) with C 1 or 3 "
-                             f"(channels first), got shape {shape}")  # fmt: skip
+                             f"(or channels last), got shape {shape}")  # fmt: skip
         if x.dtype == torch.uint8:
             x = x.float() / 127.5 - 1
         elif not x.is_floating_point():
@@ -443,9 +451,11 @@ class DynAD:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "DynAD":
+        """A fitted pipeline from its `pipeline.pt`, or from the run folder that holds it (as `dynad predict`)."""
         from dynad.config import from_dict
+        from dynad.predict import find_pipeline  # predict imports this module
 
-        state = load_checkpoint(path)
+        state = load_checkpoint(find_pipeline(path) if Path(path).is_dir() else path)
         cfg = from_dict(ExperimentConfig, state["config"])
         dev = resolve_device(device or cfg.device)
         if cfg.reconstruction.space == "pixel":

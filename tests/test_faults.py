@@ -152,6 +152,22 @@ def test_score_converts_what_it_can(fitted, normal_image):
     assert torch.isfinite(out["pred_score"]).all()
 
 
+def test_score_takes_pil_images_and_channels_last_arrays_and_load_takes_the_run_folder(fitted, normal_image, tmp_path):
+    """What `np.asarray(Image.open(f))` gives is (H, W, 3): it was refused as "channels first" expected; a PIL image
+    was refused outright, and `DynAD.load("runs/board")` (the folder) failed with IsADirectoryError."""
+    pipe, _ = fitted
+    hwc = ((normal_image.permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8).numpy()  # (32, 32, 3) uint8
+    ref = pipe.score(torch.from_numpy(hwc).permute(2, 0, 1))["pred_score"]
+    assert torch.equal(pipe.score(hwc)["pred_score"], ref)
+    assert torch.allclose(pipe.score(np.stack([hwc, hwc]))["pred_score"], ref.repeat(2), atol=1e-5)  # a batch of 2
+    assert torch.equal(pipe.score(Image.fromarray(hwc))["pred_score"], ref)
+    grey8 = Image.fromarray(hwc[..., 0])
+    grey16 = Image.fromarray(hwc[..., 0].astype(np.uint16) * 257)  # read by its range, as a 16-bit file loads
+    assert torch.equal(pipe.score(grey16)["pred_score"], pipe.score(grey8)["pred_score"])
+    pipe.save(tmp_path / "run" / "pipeline.pt")
+    assert torch.equal(DynAD.load(tmp_path / "run", device="cpu").score(hwc)["pred_score"], ref)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
