@@ -1,6 +1,6 @@
 """The step-size explorer: move T_hat by hand and watch the reconstruction and the anomaly map change.
 
-    explorer = StepSizeExplorer("runs/demo/synthetic/board")   # a run folder with eval/ (pipeline.pt, dic.json, ...)
+    explorer = StepSizeExplorer("runs/demo/synthetic/board")   # a run folder (eval/ of it, or `dynad run`'s --out)
     explorer.widget                                            # in Jupyter: category, image, T_hat slider, "use DIC"
     explorer.render_static([20, 80, 200], "grid.png")          # the same views for a few T_hat values, one PNG
 
@@ -22,8 +22,9 @@ import pandas as pd
 
 def ensure_run(run_dir: str | Path, fallback: str | Path = "runs/tiny/synthetic/board",
                root: str | Path | None = None) -> Path:
-    """`run_dir` when it holds a fitted run (eval/pipeline.pt); otherwise the tiny preset fitted on synthetic/board
-    into `fallback` (reused when there), saying so in one line. Relative paths are relative to the project root.
+    """`run_dir` when it holds a fitted run (pipeline.pt, in eval/ or not); otherwise the tiny preset fitted on
+    synthetic/board into `fallback` (reused when there), saying so in one line. Relative paths are relative to the
+    project root.
 
     The explorer then opens with its defaults before notebook 00 or `dynad run` has made the run it is meant for.
     """
@@ -33,9 +34,9 @@ def ensure_run(run_dir: str | Path, fallback: str | Path = "runs/tiny/synthetic/
     from dynad.results import ensure_data
 
     run_dir, fallback = project_path(run_dir), project_path(fallback)
-    if (run_dir / "eval" / "pipeline.pt").is_file():
+    if eval_dir(run_dir) is not None:
         return run_dir
-    print(f"No fitted run in {run_dir}: notebook 00 or `dynad run --out {run_dir / 'eval'}` makes one. "
+    print(f"No fitted run in {run_dir}: notebook 00 or `dynad run --out {run_dir}` makes one. "
           f"Showing the tiny preset on synthetic/board instead, fitted into {fallback} (about a minute).")
     if not (is_complete(fallback / "eval") and (fallback / "eval" / "pipeline.pt").is_file()):
         data = ensure_data("synthetic", root if root is not None else default_synthetic_root())
@@ -75,10 +76,21 @@ def grid_summary(scores: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def eval_dir(run_dir: str | Path) -> Path | None:
+    """The folder of a run's results: `run_dir/eval` (`dynad reproduce`, the notebooks) or `run_dir` itself (`dynad
+    run --out run_dir`), as `dynad predict` finds them; None when neither holds pipeline.pt."""
+    from dynad.predict import PredictError, find_pipeline
+
+    try:
+        return find_pipeline(run_dir).parent
+    except PredictError:
+        return None
+
+
 def sibling_runs(run_dir: str | Path) -> dict[str, Path]:
-    """{category: run folder} of the runs next to run_dir (same preset and data set) that have eval/pipeline.pt."""
+    """{category: run folder} of the fitted runs next to run_dir (same preset and data set)."""
     run_dir = Path(run_dir).resolve()
-    found = {p.name: p for p in sorted(run_dir.parent.iterdir()) if (p / "eval" / "pipeline.pt").is_file()}
+    found = {p.name: p for p in sorted(run_dir.parent.iterdir()) if p.is_dir() and eval_dir(p) is not None}
     found.setdefault(run_dir.name, run_dir)
     return dict(sorted(found.items()))
 
@@ -117,13 +129,13 @@ class StepSizeExplorer:
     # Loading a run.
 
     def load(self, run_dir: str | Path) -> None:
-        """Load run_dir/eval: the fitted pipeline, the kNN statistics, the test images and the map statistics."""
+        """Load the run's results: the fitted pipeline, the kNN statistics, the test images and the map statistics."""
         from dynad.anomaly_map import MapNormalization
         from dynad.pipeline import DynAD
         from dynad.report.figures import load_images
 
         self.run_dir = Path(run_dir).resolve()
-        ev = self.run_dir / "eval"
+        self.eval_dir = ev = eval_dir(self.run_dir) or self.run_dir / "eval"  # none: load() names the missing file
         self.pipe = DynAD.load(ev / "pipeline.pt")
         self.dic = json.loads((ev / "dic.json").read_text())
         self.per_image = pd.read_csv(ev / "per_image.csv", keep_default_na=False)
@@ -286,7 +298,7 @@ class StepSizeExplorer:
             maps = self.pipe.evaluation_maps(lat, feat)
             rows.append({"t_hat": int(t), "image_auroc": metrics.image_auroc(labels, image_scores(maps).numpy()),
                          "pixel_auroc": metrics.pixel_auroc(self.gt_mask, maps.numpy())})  # fmt: skip
-        m = json.loads((self.run_dir / "eval" / "metrics.json").read_text())
+        m = json.loads((self.eval_dir / "metrics.json").read_text())
         rows.append({"t_hat": "DIC", "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"]})
         return pd.DataFrame(rows)
 

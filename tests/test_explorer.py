@@ -3,6 +3,7 @@ reload state, "use DIC" resets, and the static grid is a valid PNG."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -101,6 +102,21 @@ def test_category_dropdown_lists_sibling_runs(run_dir: Path) -> None:
     ex.category_select.value = "board_copy"
     assert ex.run_dir == sibling.resolve() and ex.state["run_dir"] == str(sibling.resolve())
     assert ex.state["t_hat"] == ex.per_image.t_hat.iloc[0]
+
+
+def test_a_dynad_run_output_folder_opens_as_it_is(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """`dynad run --out runs/board` writes pipeline.pt into runs/board itself, not into eval/: the explorer said "No
+    fitted run" (ensure_run) or failed on runs/board/eval/pipeline.pt, although `dynad predict` takes that folder."""
+    plain = tmp_path / "runs" / "board"
+    shutil.copytree(run_dir / "eval", plain)
+    shutil.copytree(run_dir / "eval", tmp_path / "runs" / "tiles")
+    (tmp_path / "runs" / "notes").mkdir()  # not a run: not a category
+    assert ensure_run(plain) == plain and capsys.readouterr().out == ""
+    ex = StepSizeExplorer(plain)
+    assert list(ex.category_select.options) == ["board", "tiles"]
+    assert ex.state["t_hat"] == ex.per_image.t_hat.iloc[0]
+    assert ex.fixed_step_sweep([ex.default_t_values()[0]]).iloc[-1]["image_auroc"] == pytest.approx(
+        json.loads((plain / "metrics.json").read_text())["image_auroc"])  # the DIC row is the run's own number
 
 
 def test_fixed_step_sweep_uses_one_step_for_every_image(explorer: StepSizeExplorer, monkeypatch) -> None:
