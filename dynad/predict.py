@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dynad import run_folder
 from dynad.data import DatasetError, load_image, open_rgb
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, write_json
@@ -156,6 +157,7 @@ def predict(
     if threshold is None:
         threshold, source = run_threshold(pipeline_path, pipe, quantile)
     out = Path(out)
+    run_folder.prepare_folder(out, 0, "output folder")  # a file there, or no write access: one line, before scoring
     if (out / "summary.json").is_file():  # an earlier prediction: its overlays and masks would mix with these
         for old in [*(out / "overlays").glob("*.png"), *(out / "masks").glob("*.png")]:
             old.unlink()

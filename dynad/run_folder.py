@@ -164,6 +164,8 @@ def clean_stale_tmp(folder: str | Path) -> list[Path]:
 def prepare_folder(folder: str | Path, need_bytes: int, what: str) -> None:
     """Create `folder`, check that it is writable and has `need_bytes` free, and clean stale `.tmp` files."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"{what} {folder} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

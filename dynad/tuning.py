@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from dynad import validation
+from dynad import run_folder, validation
 from dynad.checks import check_config
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides, load_preset, parse_value, preset_path
 from dynad.experiment import fit_pipeline
@@ -111,7 +111,7 @@ def tune(
     if cfg.validation.fraction <= 0:
         raise TuneError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    run_folder.prepare_folder(out, 0, "output folder")
     rows = []
     for i, (setting, setting_cfg) in enumerate(zip(settings, configs)):
         if training_keys and progress:

@@ -370,6 +370,33 @@ def test_done_marker_with_a_deleted_output_does_not_match(one_run, tmp_path):
 # 7. Folders, disks and checkpoints.
 
 
+def test_a_file_where_a_folder_goes_is_named_as_such(fitted, data_copy, tmp_path, capsys):
+    """A file given as --out, --models or --root: "not writable: File exists", "does not exist" (the root), or a
+    bare OSError (`dynad predict`, `dynad tune`) before."""
+    pipe, models = fitted
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    pipe.save(tmp_path / "run" / "pipeline.pt")
+    image = next((data_copy / "board" / "test" / "good").glob("*.png"))
+    fast = [a for kv in FAST for a in ("--set", kv)]
+    common = ["--preset", "tiny", "--category", "board", "--models", str(models), *fast]
+    not_a_folder = f"{afile} is a file, not a folder"
+    cases = [
+        (["run", *common, "--root", str(data_copy), "--out", str(afile)], f"output folder {not_a_folder}"),
+        (["run", "--preset", "tiny", "--category", "board", "--root", str(data_copy), "--out", str(tmp_path / "o"),
+          "--models", str(afile)], f"models folder {not_a_folder}"),
+        (["run", *common, "--root", str(afile), "--out", str(tmp_path / "o")],
+         f"data folder {afile} (dataset 'synthetic') is a file, not a folder (an archive must be unpacked first)"),
+        (["tune", *common, "--root", str(data_copy), "--out", str(afile), "--grid", "dic.t_max=20"],
+         f"output folder {not_a_folder}"),
+        (["predict", str(tmp_path / "run"), str(image), "--out", str(afile)], f"output folder {not_a_folder}"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert cli_main(argv) == 2, argv
+        assert capsys.readouterr().err.rsplit("\r", 1)[-1].strip() == f"error: {message}", argv
+    assert afile.read_text() == ""
+
+
 def test_unwritable_or_full_folders_fail_before_training(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     with pytest.raises(run_folder.RunFolderError, match=f"output folder {tmp_path / 'file' / 'out'} is not writable"):

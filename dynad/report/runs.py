@@ -35,6 +35,9 @@ def ensure_data(dataset: str, root: str | Path) -> Path:
             raise DatasetError(f"synthetic data folder {root} does not exist (it is generated only at "
                                f"{default_synthetic_root()}; write one elsewhere with `dynad synth --out {root}`)")
         synthetic.ensure(root)
+    if root.is_file():
+        raise DatasetError(f"data folder {root} (dataset {dataset!r}) is a file, not a folder (an archive must be "
+                           f"unpacked first)")  # fmt: skip
     if not root.is_dir():
         raise DatasetError(f"data folder {root} (dataset {dataset!r}) does not exist")
     return root
