@@ -421,6 +421,7 @@ def reproduce(
     """
     from tqdm.auto import tqdm
 
+    from dynad import run_folder
     from dynad.checks import check_config
     from dynad.config import ConfigError, load_preset
     from dynad.results import eval_fingerprint, inputs_fingerprint, marker_matches
@@ -430,6 +431,8 @@ def reproduce(
     threads = cfg.threads  # the count every run uses, passed to (and recorded by) each notebook
     roots = dict(roots or {})
     runs, results = Path(runs).resolve(), Path(results).resolve()
+    for folder, what in ((runs, "runs folder"), (results, "results folder")):
+        run_folder.check_not_a_file(folder, what)  # not after hours of notebooks
     # `--root folder=PATH` alone means that folder: running the preset's default data set instead ignored it.
     datasets = list(datasets or roots or default_datasets(preset))
     notebooks = list(CATEGORY_NOTEBOOKS if ablations else CATEGORY_NOTEBOOKS[:-1])

@@ -161,11 +161,21 @@ def clean_stale_tmp(folder: str | Path) -> list[Path]:
     return removed
 
 
+def check_not_a_file(folder: str | Path, what: str) -> None:
+    """Raise when `folder`, or the nearest part of its path that exists, is a file; creates nothing."""
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise RunFolderError(f"{what} {folder} is a file, not a folder" if p == folder else
+                                     f"{what} {folder}: {p} is a file, not a folder")  # fmt: skip
+            return
+
+
 def prepare_folder(folder: str | Path, need_bytes: int, what: str) -> None:
     """Create `folder`, check that it is writable and has `need_bytes` free, and clean stale `.tmp` files."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise RunFolderError(f"{what} {folder} is a file, not a folder")
+    check_not_a_file(folder, what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

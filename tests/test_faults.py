@@ -390,6 +390,10 @@ def test_a_file_where_a_folder_goes_is_named_as_such(fitted, data_copy, tmp_path
         (["tune", *common, "--root", str(data_copy), "--out", str(afile), "--grid", "dic.t_max=20"],
          f"output folder {not_a_folder}"),
         (["predict", str(tmp_path / "run"), str(image), "--out", str(afile)], f"output folder {not_a_folder}"),
+        (["reproduce", "--preset", "tiny", "--runs", str(afile), "--results", str(tmp_path / "r")],
+         f"runs folder {not_a_folder}"),  # it failed after the first notebook; a results folder, after them all
+        (["reproduce", "--preset", "tiny", "--runs", str(tmp_path / "r"), "--results", str(afile / "sub")],
+         f"results folder {afile / 'sub'}: {not_a_folder}"),
     ]  # fmt: skip
     for argv, message in cases:
         assert cli_main(argv) == 2, argv
@@ -399,7 +403,8 @@ def test_a_file_where_a_folder_goes_is_named_as_such(fitted, data_copy, tmp_path
 
 def test_unwritable_or_full_folders_fail_before_training(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
-    with pytest.raises(run_folder.RunFolderError, match=f"output folder {tmp_path / 'file' / 'out'} is not writable"):
+    with pytest.raises(run_folder.RunFolderError,
+                       match=f"output folder {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, not a folder"):
         run_folder.prepare_folder(tmp_path / "file" / "out", 0, "output folder")
     with pytest.raises(run_folder.RunFolderError, match=f"models folder {tmp_path} has .* MiB free; this run needs"):
         run_folder.prepare_folder(tmp_path, 1 << 60, "models folder")
