@@ -38,7 +38,8 @@ def _synth(args: argparse.Namespace) -> int:
         files, _ = expand_inputs([args.from_images])  # an empty folder: on_photographs says how many it needs
         try:
             size = 256 if args.size is None else args.size
-            out = synthetic.on_photographs(files, args.out or SURFACES_ROOT, args.category, size, seed=args.seed, **counts)
+            out = synthetic.on_photographs(files, args.out or SURFACES_ROOT, args.category, size, seed=args.seed,
+                                           **counts)  # fmt: skip
         except (ValueError, FileExistsError) as e:
             raise ConfigError(f"dynad synth --from-images: {e}") from None
         print(f"{args.from_images}'s photographs with painted defects (folder data set, MVTec layout) in {out}:\n"
