@@ -36,16 +36,24 @@ class RunFolderError(RuntimeError):
 
 
 def claim(out: str | Path, identity: dict[str, Any], overwrite: bool = False) -> None:
-    """Make `out` this run's folder: refuse one that holds another identity's run (unless `overwrite`)."""
+    """Make `out` this run's folder: refuse one that holds another identity's results (unless `overwrite`).
+
+    A claim with nothing written beside it but models (stored under names of their own settings) is taken over: the
+    run that made it stopped before any result, e.g. on a mistyped category, and its corrected rerun is this one.
+    """
     out = Path(out)
     previous = _read_json(out / CLAIM) or _legacy_identity(out)
-    if previous is not None and previous != identity and not overwrite:
+    if previous is not None and previous != identity and not overwrite and _holds_results(out):
         diff = ", ".join(f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in identity
                          if previous.get(k) != identity.get(k))  # fmt: skip
         raise RunFolderError(f"output folder {out} holds the results of another run ({diff}); choose another "
                              f"folder, or pass --overwrite (overwrite=True) to replace them")  # fmt: skip
     (out / MANIFEST).unlink(missing_ok=True)  # not complete until this run's manifest is written
     write_json(out / CLAIM, identity)
+
+
+def _holds_results(out: Path) -> bool:
+    return any(p.name not in (CLAIM, "models") and not p.name.startswith(".") for p in out.iterdir())
 
 
 def _legacy_identity(out: Path) -> dict[str, Any] | None:

@@ -330,6 +330,20 @@ def test_other_config_into_a_used_folder_is_refused(data_copy, fitted, one_run):
     assert (one_run / "metrics.json").read_bytes() == before and is_complete(one_run)
 
 
+def test_a_folder_claimed_by_a_run_that_stopped_before_any_result_is_taken_over(data_copy, fitted, tmp_path, capsys):
+    """A mistyped category stopped the run after it had claimed OUT; the corrected command was then refused as
+    "another run" (category: 'bord' -> 'board'). So was a rerun with dic.k lowered after the check against the
+    training images. A folder that holds results is still refused (the test above)."""
+    out, models = tmp_path / "out", fitted[1]
+    fast = [a for kv in FAST for a in ("--set", kv)]
+    argv = ["run", "--preset", "tiny", "--root", str(data_copy), "--out", str(out), "--models", str(models), *fast]
+    assert cli_main([*argv, "--category", "bord"]) == 2
+    assert cli_main([*argv, "--category", "board", "--set", "dic.k=30"]) == 2
+    assert "needs at least 31 training images" in capsys.readouterr().err
+    assert cli_main([*argv, "--category", "board"]) == 0
+    assert is_complete(out) and json.loads((out / run_folder.CLAIM).read_text())["category"] == "board"
+
+
 def test_run_made_before_run_json_is_recognised(one_run, tmp_path):
     """A folder without run.json is identified by its metrics.json: the same run may continue, another may not."""
     legacy = Path(shutil.copytree(one_run, tmp_path / "legacy"))
