@@ -104,6 +104,9 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
     if dataset not in DATASETS:
         raise DatasetError(f"unknown dataset {dataset!r} (root {root}); choose one of: {', '.join(DATASETS)}")
     known = KNOWN_CATEGORIES.get(dataset)
+    if dataset == "mtd" and category not in known:  # its MT_* folders are defect types, not categories
+        raise DatasetError(f"unknown mtd category {category!r}: Magnetic Tile Defect is one category, 'magnetic_tile' "
+                           f"(its MT_* folders are the defect types)")  # fmt: skip
     if known is not None and category not in known:
         # What the folder holds is what the user can pick; the standard names only when there is no folder.
         present = category_folders(root)

@@ -608,3 +608,9 @@ def test_unknown_category_lists_what_the_folder_holds(tmp_path):
     assert "cable" not in str(e.value)  # not the 15 standard names
     with pytest.raises(DatasetError, match=re.escape(f"({tmp_path} holds: bottle, screw)")):
         make_index("folder", tmp_path, "bottel")
+    for name in ("MT_Blowhole", "MT_Free"):  # Magnetic Tile's folders are its defect types: not offered as categories
+        (tmp_path / "mtd" / name).mkdir(parents=True)
+    with pytest.raises(DatasetError, match="unknown mtd category 'MT_Blowhole': Magnetic Tile Defect is one "
+                                           "category, 'magnetic_tile'") as e:  # fmt: skip
+        make_index("mtd", tmp_path / "mtd", "MT_Blowhole")
+    assert "holds" not in str(e.value)
