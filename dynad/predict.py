@@ -146,6 +146,8 @@ def predict(
         raise PredictError(f"threshold must be a finite number, got {threshold}")
     pipeline_path = find_pipeline(run_dir)
     paths, skipped = expand_inputs(inputs)
+    own = [(Path(out) / name).resolve() for name in ("overlays", "masks")]  # an earlier prediction's pictures
+    paths = [p for p in paths if not any(Path(p).resolve().is_relative_to(folder) for folder in own)]
     for s in skipped:
         print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
     if not paths:

@@ -248,6 +248,12 @@ def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, ti
     assert cli_main(["predict", str(run), str(odd), "--out", str(out)]) == 0
     assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(p.name for p in (out / "masks").iterdir()) \
         == ["wide.png"]
+    # Into the images' own folder, twice: the first prediction's overlays and masks are not taken for new images
+    # (they were, then deleted as old outputs: eight "skipped … No such file" lines).
+    for _ in range(2):
+        assert cli_main(["predict", str(run), str(odd.parent), "--out", str(odd.parent)]) == 1  # broken.png
+        assert capsys.readouterr().err.count("skipped") == 1
+    assert pd.read_csv(odd.parent / "predictions.csv").name.tolist() == ["wide.png"]
 
 
 def test_predict_overlays_16_bit_images_as_their_8_bit_twins(tiny_run, tmp_path):
