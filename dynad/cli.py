@@ -42,6 +42,10 @@ def _synth(args: argparse.Namespace) -> int:
                                            **counts)  # fmt: skip
         except (ValueError, FileExistsError) as e:
             raise ConfigError(f"dynad synth --from-images: {e}") from None
+        used = len((out / "sources.txt").read_text().splitlines())  # which photograph became which image
+        if used < len(files):
+            print(f"{used} of the {len(files)} photographs were used, the first in path order (sources.txt); "
+                  f"--n-train, --n-test-good and --n-test-per-defect take more")  # fmt: skip
         print(f"{args.from_images}'s photographs with painted defects (folder data set, MVTec layout) in {out}:\n"
               f"  dynad run --preset cpu --dataset folder --root {out.parent} --category {args.category} "
               f"--out runs/{args.category}")

@@ -228,7 +228,12 @@ def test_dynad_synth_from_images_on_the_command_line(tmp_path: Path, capsys: pyt
             "--size", "64", "--n-train", "4", "--n-test-good", "2", "--n-test-per-defect", "2"]  # fmt: skip
     assert cli_main(args) == 0
     assert len(list((tmp_path / "bed" / "tile" / "train" / "good").glob("*.png"))) == 4
-    assert f"--root {tmp_path / 'bed'} --category tile --out runs/tile" in capsys.readouterr().out  # runnable as printed
+    out = capsys.readouterr().out
+    assert f"--root {tmp_path / 'bed'} --category tile --out runs/tile" in out  # runnable as printed
+    assert "photographs were used" not in out  # all 14 were
+    args[args.index("--category") + 1], args[args.index("--n-train") + 1] = "fewer", "2"
+    assert cli_main(args) == 0
+    assert "12 of the 14 photographs were used, the first in path order" in capsys.readouterr().out
     assert cli_main(["synth", "--from-images", str(tmp_path / "nowhere")]) == 2
     assert "nowhere is not a folder" in capsys.readouterr().err
 
