@@ -311,3 +311,18 @@ def test_nbconvert_execute_with_the_kernel_in_notebooks(executed: dict, shared_d
     assert widgets, "07's default mode shows the explorer widget"
     assert tree(NOTEBOOKS) == before
 
+
+
+@pytest.mark.notebooks
+def test_06_without_any_run_warns_and_finishes(tmp_path: Path) -> None:
+    """A mistyped runs_dir: 06 says there is no run and writes the paper's tables; it stopped on a KeyError in its
+    provenance table."""
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    nb = _with_parameters("06_paper_tables_and_figures", {"runs_dir": str(tmp_path / "runs"),
+                                                          "results_dir": str(tmp_path / "results")})  # fmt: skip
+    ExecutePreprocessor(timeout=600, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("no complete run under" in o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert (tmp_path / "results" / "demo" / "06_paper_tables_and_figures.done.json").is_file()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ def regenerate(
     tables, fig_dir = out / "tables", out / "figures"
     targets = load_targets()
     runs = find_runs(runs_root)
+    if not runs:  # a mistyped runs_dir would otherwise pass for a reproduction with nothing of ours in it
+        warnings.warn(f"no complete run under {runs_root} (<dataset>/<category>/eval/run_manifest.json): the tables "
+                      f"hold the paper's numbers only", stacklevel=2)  # fmt: skip
     written: dict[str, Path] = {}
     skipped: list[str] = []
 
