@@ -144,10 +144,11 @@ def predict(
         raise PredictError(f"batch size must be >= 1, got {batch_size}")
     if threshold is not None and not np.isfinite(threshold):
         raise PredictError(f"threshold must be a finite number, got {threshold}")
+    out = Path(out)
     pipeline_path = find_pipeline(run_dir)
     paths, skipped = expand_inputs(inputs)
-    own = [(Path(out) / name).resolve() for name in ("overlays", "masks")]  # an earlier prediction's pictures
-    paths = [p for p in paths if not any(Path(p).resolve().is_relative_to(folder) for folder in own)]
+    own = [(out / name).resolve() for name in ("overlays", "masks")]  # an earlier prediction's pictures
+    paths = [p for p in paths if not any(p.resolve().is_relative_to(folder) for folder in own)]
     for s in skipped:
         print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
     if not paths:
@@ -158,7 +159,6 @@ def predict(
     source = "given (--threshold)"
     if threshold is None:
         threshold, source = run_threshold(pipeline_path, pipe, quantile)
-    out = Path(out)
     run_folder.prepare_folder(out, 0, "output folder")  # a file there, or no write access: one line, before scoring
     if (out / "summary.json").is_file():  # an earlier prediction: its overlays and masks would mix with these
         for old in [*(out / "overlays").glob("*.png"), *(out / "masks").glob("*.png")]:
