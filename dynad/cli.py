@@ -43,9 +43,13 @@ def _synth(args: argparse.Namespace) -> int:
         except (ValueError, FileExistsError) as e:
             raise ConfigError(f"dynad synth --from-images: {e}") from None
         used = len((out / "sources.txt").read_text().splitlines())  # which photograph became which image
-        if used < len(files):
-            print(f"{used} of the {len(files)} photographs were used, the first in path order (sources.txt); "
-                  f"--n-train, --n-test-good and --n-test-per-defect take more")  # fmt: skip
+        left_out = (out / "left_out.txt").read_text().splitlines() if (out / "left_out.txt").exists() else []
+        if left_out:
+            print(f"{len(left_out)} files were left out as masks or blank frames, of at most two colours "
+                  f"({left_out[0].rsplit(': ', 1)[0]}, ...; left_out.txt)")  # fmt: skip
+        if used + len(left_out) < len(files):
+            print(f"{used} of the {len(files)} {'files' if left_out else 'photographs'} were used, the first in path "
+                  f"order (sources.txt); --n-train, --n-test-good and --n-test-per-defect take more")  # fmt: skip
         print(f"{args.from_images}'s photographs with painted defects (folder data set, MVTec layout) in {out}:\n"
               f"  dynad run --preset cpu --dataset folder --root {out.parent} --category {args.category} "
               f"--out runs/{args.category}")

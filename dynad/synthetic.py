@@ -600,8 +600,9 @@ def on_photographs(
 
     The photographs are taken in the order given (resized to image_size square): the first n_train become
     train/good, the next n_test_good test/good, the next 4 x n_test_per_defect get one defect each (spot, scratch,
-    patch, missing: a region gone flat) with its exact mask. The result is a "folder" data set (MVTec layout) in
-    out/category, written to a hidden sibling and renamed into place when complete.
+    patch, missing: a region gone flat) with its exact mask. Files of at most two colours (masks, blank frames) are
+    passed over and listed in left_out.txt. The result is a "folder" data set (MVTec layout) in out/category,
+    written to a hidden sibling and renamed into place when complete.
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32 px, got {image_size}")
@@ -626,16 +627,32 @@ def on_photographs(
     jobs = [("train/good", i, None) for i in range(n_train)] + [("test/good", i, None) for i in range(n_test_good)]
     jobs += [(f"test/{d}", i, d) for d in DEFECT_TYPES for i in range(n_test_per_defect)]
     full = np.ones((image_size, image_size), bool)
+    photos, used, left_out = iter(images), [], []
     try:
-        for (split, index, defect), path in tqdm(list(zip(jobs, images)), desc="defects on photographs", disable=not progress):
-            photo = open_rgb(path).resize((image_size, image_size), Image.BICUBIC)  # DatasetError names a bad file
+        for split, index, defect in tqdm(jobs, desc="defects on photographs", disable=not progress):
+            for path in photos:
+                photo = open_rgb(path)  # DatasetError names a bad file
+                # A mask or blank frame saved beside the photographs (Magnetic Tile keeps x.png next to x.jpg) is not
+                # a normal surface: as a training image it would teach the model black.
+                if photo.getcolors(maxcolors=2) is None:
+                    break
+                left_out.append(path)
+            else:
+                raise ValueError(f"{need} photographs are needed ({n_train} train, {n_test_good} good test, "
+                                 f"{len(DEFECT_TYPES)} x {n_test_per_defect} defective), {len(images)} were given, of "
+                                 f"which {len(left_out)} are masks or blank frames (at most two colours, such as "
+                                 f"{left_out[0]}) and were left out: give more, or ask for fewer")  # fmt: skip
+            used.append(path)
+            photo = photo.resize((image_size, image_size), Image.BICUBIC)
             image = np.asarray(photo, dtype=np.float64) / 255
             if defect is not None:
                 rng = np.random.default_rng(_seed(seed, category, split, index))
                 mask = _PHOTO_DEFECTS[defect](image, rng, full)
                 _save_png(tmp / "ground_truth" / defect / f"{index:03d}_mask.png", np.where(mask, 255, 0).astype(np.uint8))
             _save_png(tmp / split / f"{index:03d}.png", np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
-        (tmp / "sources.txt").write_text("".join(f"{s}/{i:03d}.png <- {p}\n" for (s, i, _), p in zip(jobs, images)))
+        (tmp / "sources.txt").write_text("".join(f"{s}/{i:03d}.png <- {p}\n" for (s, i, _), p in zip(jobs, used)))
+        if left_out:
+            (tmp / "left_out.txt").write_text("".join(f"{p}: a mask or blank frame (at most two colours)\n" for p in left_out))
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

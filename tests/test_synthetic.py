@@ -238,6 +238,37 @@ def test_dynad_synth_from_images_on_the_command_line(tmp_path: Path, capsys: pyt
     assert "nowhere is not a folder" in capsys.readouterr().err
 
 
+def test_dynad_synth_from_images_passes_over_masks_beside_the_photographs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Magnetic Tile's MT_Free keeps each photograph's (empty) mask beside it as x.png: not a normal surface."""
+    from dynad.cli import main as cli_main
+
+    photos = _photographs(tmp_path / "normals", 14)
+    for i, p in enumerate(photos):
+        mask = np.zeros((48, 48), np.uint8)
+        mask[10:20, 10:30] = 255 * (i % 2)  # empty masks and masks with a defect, both two colours at most
+        Image.fromarray(mask).save(p.with_suffix(".png"))
+    args = ["synth", "--from-images", str(tmp_path / "normals"), "--out", str(tmp_path / "bed"), "--category", "tile",
+            "--size", "32", "--n-train", "4", "--n-test-good", "2", "--n-test-per-defect", "2"]  # fmt: skip
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "13 files were left out as masks or blank frames, of at most two colours" in out
+    assert "(" + str(tmp_path / "normals" / "photo_00.png") + ", ...; left_out.txt)" in out
+    assert "14 of the 28 files were used, the first in path order" in out  # the last mask was not reached
+    bed = tmp_path / "bed" / "tile"
+    sources = [line.split(" <- ")[1] for line in (bed / "sources.txt").read_text().splitlines()]
+    assert len(sources) == 14 and all(src.endswith(".jpg") for src in sources)
+    assert len((bed / "left_out.txt").read_text().splitlines()) == 13
+    for png in (bed / "train" / "good").glob("*.png"):
+        assert len(np.unique(np.asarray(Image.open(png)))) > 2, png  # a photograph, not a mask
+    # Too few photographs once the masks are passed over: the count says why.
+    with pytest.raises(ValueError, match=r"14 photographs are needed .* 20 were given, of which 10 are masks or blank"):
+        synthetic.on_photographs(sorted((tmp_path / "normals").iterdir())[:20], tmp_path / "few", "s", image_size=32,
+                                 n_train=4, n_test_good=2, n_test_per_defect=2, progress=False)  # fmt: skip
+    assert not (tmp_path / "few" / "s").exists()
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--size", "0", "image_size must be >= 32 px, got 0"),  # 0 is not "the default"
     ("--n-train", "-1", "n_train must be >= 1 and the test counts >= 0, got -1"),
