@@ -157,6 +157,11 @@ def _faults(cfg: ExperimentConfig, n_train: int | None, n_held: int) -> list[str
     positive("anomaly_map.sigma", am.sigma)
     need(am.kernel_size >= 1 and am.kernel_size % 2 == 1, "anomaly_map.kernel_size", am.kernel_size,
          "must be odd and >= 1")  # fmt: skip
+    # The map (data.image_size square) is padded by reflection, kernel_size // 2 on each side, which needs fewer
+    # pixels than the map has; torch says so only after training, in its own words.
+    need(am.kernel_size // 2 < d.image_size, "anomaly_map.kernel_size", am.kernel_size,
+         f"must be at most {2 * d.image_size - 1} for maps of data.image_size {d.image_size} px (anomaly_map.sigma "
+         f"{am.sigma:g}; dynad tune uses 2 * round(4 sigma) + 1): a smaller sigma, or a smaller kernel_size")
     at_least("anomaly_map.num_train_maps", am.num_train_maps, 1)
     at_least("anomaly_map.score_exponent", am.score_exponent, 0.0)
     at_least("eval.num_figures", ev.num_figures, 0)

@@ -193,6 +193,8 @@ BAD_SETTINGS = [
     ("dic.t_max=1000", r"dic.t_max = 1000: must be in \[1, 999\]"),
     ("dic.fixed_t_hat=1200", "dic.fixed_t_hat = 1200"),
     ("anomaly_map.kernel_size=4", "anomaly_map.kernel_size = 4: must be odd"),
+    # tiny's maps are 32 px: a reflection pad of 32 does not fit (torch said so after training)
+    ("anomaly_map.kernel_size=65", "anomaly_map.kernel_size = 65: must be at most 63 for maps of data.image_size 32"),
     ("anomaly_map.score_exponent=-1", "anomaly_map.score_exponent = -1.0: must be >= 0"),
     ("data.batch_size=0", "data.batch_size = 0"),
     ("data.image_size=33", "data.image_size = 33: must be divisible by the autoencoder's downsampling factor 2"),

@@ -125,6 +125,7 @@ def test_an_unknown_training_key_fails_before_any_training(shared_data, tmp_path
              progress=False)  # fmt: skip
     # An out-of-range grid value, of an inference or a map setting too (they used to fail after training).
     for grid, fault in (({"anomaly_map.sigma": [2.0, -1.0]}, "anomaly_map.sigma = -1.0: must be > 0"),
+                        ({"anomaly_map.sigma": [2.0, 8.0]}, r"kernel_size = 65: .* \(anomaly_map.sigma 8;"),
                         ({"dic.t_max": [20, 5000]}, "dic.t_max = 5000"),
                         ({"denoiser.max_train_timestep": [50], "dic.t_max": [20, 100]},  # with a training axis
                          "dic.t_max = 100: must be <= denoiser.max_train_timestep")):  # fmt: skip
