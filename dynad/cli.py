@@ -293,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, RunFolderError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback from wherever torch was
+        print(f"\ninterrupted: what was written is kept (results only when complete, checkpoints every "
+              f"checkpoint_every epochs); the same command goes on from there", file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

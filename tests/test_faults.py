@@ -461,6 +461,30 @@ def test_truncated_checkpoint_is_named_moved_aside_and_retrained(tmp_path):
     assert torch.load(ckpt, weights_only=False)["complete"]
 
 
+def test_ctrl_c_is_one_line_and_keeps_the_checkpoint(shared_data, tmp_path):
+    """Ctrl-C during training printed a 30-line traceback ending in torch's autograd engine."""
+    import signal
+    import time
+
+    models = tmp_path / "models"
+    cmd = [sys.executable, "-m", "dynad", "run", "--preset", "tiny", "--category", "board", "--root",
+           str(shared_data[0]), "--out", str(tmp_path / "out"), "--models", str(models), "--set",
+           "denoiser.epochs=10000", "--set", "denoiser.checkpoint_every=1"]  # fmt: skip
+    # SIGINT as a terminal sends it (a test runner's worker may ignore it, and children inherit that).
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(models.glob("denoiser-*.pt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1].startswith("interrupted: what was written is kept")
+    (ckpt,) = models.glob("denoiser-*.pt")
+    assert torch.load(ckpt, weights_only=False)["epoch"] >= 1  # the next run goes on from here
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # 8. Leftovers and small faults.
 
