@@ -6,3 +6,12 @@ try:
     __version__ = metadata.version("dynad")
 except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
     __version__ = "unknown"
+
+
+def __getattr__(name: str):
+    """`from dynad import DynAD` without importing torch for `import dynad` (the CLI's --help stays fast)."""
+    if name == "DynAD":
+        from dynad.pipeline import DynAD
+
+        return DynAD
+    raise AttributeError(f"module 'dynad' has no attribute {name!r}")

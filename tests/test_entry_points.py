@@ -77,6 +77,17 @@ def test_version_names_the_package_version_and_the_commit(capsys) -> None:
     assert capsys.readouterr().out == f"dynad {version} (commit {git_commit()})\n"
 
 
+def test_dynad_exports_the_pipeline_without_importing_torch_up_front() -> None:
+    code = ("import sys, dynad; assert 'torch' not in sys.modules; from dynad import DynAD; "
+            "from dynad.pipeline import DynAD as P; assert DynAD is P; print(DynAD.load.__doc__ is not None)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and done.stdout == "True\n", done.stderr
+    with pytest.raises(AttributeError, match="module 'dynad' has no attribute 'Pipeline'"):
+        import dynad
+
+        dynad.Pipeline
+
+
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_notebook_00_and_dynad_run_agree_and_progress_is_visible(shared_data, tmp_path: Path) -> None:
@@ -132,3 +143,5 @@ def test_the_readmes_python_example_runs_as_written(shared_data, tmp_path: Path,
     exec(compile(code, "README.md (3. Python)", "exec"), namespace)
     assert 0 <= namespace["result"]["image_auroc"] <= 1
     assert json.loads((tmp_path / "runs" / "board" / "metrics.json").read_text())["category"] == "board"
+    out = namespace["out"]  # `from dynad import DynAD`, new on 2026-12-07, and the image at its own size
+    assert out["anomaly_map"].shape == (1, 64, 64) and out["pred_score"].shape == (1,)  # the tests' 64 px images
