@@ -194,6 +194,9 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
         if others or _files(train_dir.parent, tree.image_exts):
             held = f"the folder(s) {', '.join(others)}" if others else "image files"
             hint = f"; {train_dir.parent} holds {held}: the normal training images go in {train_dir}"
+        elif nested := [d.name for d in _subdirs(train_dir)]:  # e.g. one sub-folder per camera or batch
+            names = ", ".join(nested[:3]) + (", ..." if len(nested) > 3 else "")
+            hint = f"; it holds the folder(s) {names}: images in sub-folders are not read, they go in {train_dir} itself"
         raise DatasetError(f"no training images in {train_dir} (looked for {'/'.join(tree.image_exts)} files){hint}")
     rows = [_row("train", category, "good", p, None) for p in train]
 

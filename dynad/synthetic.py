@@ -652,7 +652,8 @@ def on_photographs(
             _save_png(tmp / split / f"{index:03d}.png", np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
         (tmp / "sources.txt").write_text("".join(f"{s}/{i:03d}.png <- {p}\n" for (s, i, _), p in zip(jobs, used)))
         if left_out:
-            (tmp / "left_out.txt").write_text("".join(f"{p}: a mask or blank frame (at most two colours)\n" for p in left_out))
+            reason = "a mask or blank frame (at most two colours)"
+            (tmp / "left_out.txt").write_text("".join(f"{p}: {reason}\n" for p in left_out))
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -421,6 +422,13 @@ def test_no_training_images(tmp_path):
         make_index("mvtec", tmp_path, "bottle")
     write_image(tmp_path / "bottle" / "train" / "ok" / "000.png")
     with raises_naming(tmp_path / "bottle" / "train", "holds the folder(s) ok: the normal training images go in"):
+        make_index("mvtec", tmp_path, "bottle")
+    # Or one sub-folder per camera or batch inside train/good, which is not read.
+    shutil.rmtree(tmp_path / "bottle" / "train" / "ok")
+    (tmp_path / "bottle" / "train" / "000.png").unlink()
+    write_image(tmp_path / "bottle" / "train" / "good" / "camera1" / "000.png")
+    with raises_naming(tmp_path / "bottle" / "train" / "good",
+                       "it holds the folder(s) camera1: images in sub-folders are not read"):  # fmt: skip
         make_index("mvtec", tmp_path, "bottle")
 
 
