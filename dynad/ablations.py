@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides
-from dynad.experiment import fit_pipeline, is_complete, run_experiment
+from dynad.experiment import fit_pipeline, is_complete, run_experiment, run_identity
 from dynad.provenance import atomic_write
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
@@ -77,7 +77,7 @@ def run_ablations(
         run_dir = out / "variants" / variant_dir(name)
         # The per-category table is applied first, then the variant's overrides, which must win.
         vcfg = apply_overrides(cfg.for_category(category), {**overrides, "use_per_category": False})
-        if not is_complete(run_dir):
+        if not is_complete(run_dir, run_identity(vcfg, dataset, category)):  # another config's: refused by its claim
             key = fit_key(vcfg)
             if shared is None or shared[0] != key:
                 shared = (key, fit_pipeline(vcfg, dataset, root, category, models_dir, progress))

@@ -46,9 +46,16 @@ from dynad.provenance import atomic_write, record, resolve_device, write_json
 RESULT_FILES = ("metrics.json", "per_image.csv", "per_defect.csv", "dic.json")
 
 
-def is_complete(out: str | Path) -> bool:
-    """The run in `out` finished and its files are as its manifest lists them (see `dynad.run_folder`)."""
-    return run_folder.is_complete(out)
+def run_identity(cfg: ExperimentConfig, dataset: str, category: str) -> dict[str, str]:
+    """What a run folder is claimed by (`run.json`): the data set, the category and the hash of every setting that
+    changes a number."""
+    return {"dataset": dataset, "category": category, "config": cfg.for_category(category).result_hash()}
+
+
+def is_complete(out: str | Path, identity: dict[str, str] | None = None) -> bool:
+    """The run in `out` finished and its files are as its manifest lists them (see `dynad.run_folder`); with
+    `identity` (`run_identity`), also that it is a run of these data and settings, not of others."""
+    return run_folder.is_complete(out) and (identity is None or run_folder.identity_of(out) == identity)
 
 
 def storage_estimate(cfg: ExperimentConfig) -> tuple[int, int]:
@@ -238,7 +245,7 @@ def run_experiment(
     need_models, need_out = storage_estimate(cat_cfg)
     run_folder.prepare_folder(out, need_out, "output folder")
     run_folder.prepare_folder(models_dir, need_models, "models folder")
-    run_folder.claim(out, {"dataset": dataset, "category": category, "config": cat_cfg.result_hash()}, overwrite)
+    run_folder.claim(out, run_identity(cat_cfg, dataset, category), overwrite, settings=cat_cfg.to_dict())
     t_start = time.perf_counter()
     pipe, train_split, test = fitted or fit_pipeline(cfg, dataset, root, category, models_dir, progress)
     cfg = pipe.cfg

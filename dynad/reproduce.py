@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from dynad.config import ExperimentConfig
+
 CATEGORY_NOTEBOOKS = (
     "01_train_latent_diffusion",
     "02_domain_adaptation",
@@ -379,6 +381,20 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
     return tasks
 
 
+def _other_settings(run_dir: Path, cfg: ExperimentConfig, dataset: str, category: str) -> str | None:
+    """The category's error when run_dir/eval holds a finished run of other settings (another --set, threads or
+    preset file): notebooks 01-03 would redo their parts beside it, and 04 would refuse it. Said before any starts."""
+    from dynad import run_folder
+    from dynad.experiment import run_identity
+
+    eval_dir, identity = run_dir / "eval", run_identity(cfg, dataset, category)
+    if not run_folder.is_complete(eval_dir) or run_folder.identity_of(eval_dir) == identity:
+        return None
+    what = run_folder.describe_difference(eval_dir, identity, cfg.for_category(category).to_dict())
+    return (f"{run_dir} holds a finished run of other settings ({what}): pass --runs DIR to keep both, or delete "
+            f"{run_dir} to replace it")
+
+
 def _index_error(dataset: str, root: Path, category: str) -> str | None:
     """The DatasetError a category's files give (checked as notebook 01 would, without loading an image), else None."""
     from dynad.data import DatasetError, make_index
@@ -441,6 +457,8 @@ def reproduce(
     if jobs < 1:  # not "all cores" (as -1 is in joblib) nor a silent 1
         raise ConfigError(f"jobs must be >= 1 (categories run at once), got {jobs}")
     tasks = _tasks(preset, datasets, categories, roots, runs, list(overrides), notebooks, models, threads)
+    for t in tasks:
+        t.error = t.error or _other_settings(Path(t.run_dir), cfg, t.dataset, t.category)
     total = sum(max(len(t.notebooks), 1) for t in tasks) + 2
     # The bar as a context: an error that escapes (Ray that does not start) closes it, so the error starts on a line
     # of its own.

@@ -35,21 +35,53 @@ class RunFolderError(RuntimeError):
     """An output folder that holds another run, or that cannot be written; the message names the folder."""
 
 
-def claim(out: str | Path, identity: dict[str, Any], overwrite: bool = False) -> None:
+def claim(out: str | Path, identity: dict[str, Any], overwrite: bool = False, settings: dict | None = None) -> None:
     """Make `out` this run's folder: refuse one that holds another identity's results (unless `overwrite`).
 
     A claim with nothing written beside it but models (stored under names of their own settings) is taken over: the
     run that made it stopped before any result, e.g. on a mistyped category, and its corrected rerun is this one.
+    `settings` (this run's config as a dict) lets the refusal name the settings that differ.
     """
     out = Path(out)
-    previous = _read_json(out / CLAIM) or _legacy_identity(out)
+    previous = identity_of(out)
     if previous is not None and previous != identity and not overwrite and _holds_results(out):
-        diff = ", ".join(f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in identity
-                         if previous.get(k) != identity.get(k))  # fmt: skip
-        raise RunFolderError(f"output folder {out} holds the results of another run ({diff}); choose another "
-                             f"folder, or pass --overwrite (overwrite=True) to replace them")  # fmt: skip
+        raise RunFolderError(f"output folder {out} holds the results of another run "
+                             f"({describe_difference(out, identity, settings)}); choose another folder, or pass "
+                             f"--overwrite (overwrite=True) to replace them")  # fmt: skip
     (out / MANIFEST).unlink(missing_ok=True)  # not complete until this run's manifest is written
     write_json(out / CLAIM, identity)
+
+
+def identity_of(out: str | Path) -> dict[str, Any] | None:
+    """The data set, category and config hash of the run in `out` (None: no run there)."""
+    return _read_json(Path(out) / CLAIM) or _legacy_identity(Path(out))
+
+
+def describe_difference(out: str | Path, identity: dict[str, Any], settings: dict | None = None) -> str:
+    """How the run in `out` differs from `identity`: e.g. "dic.t_max: 100 -> 50", read from its metrics.json's
+    config where it has one and `settings` are given, else the differing identity fields (config hashes)."""
+    previous = identity_of(out) or {}
+    fields = [k for k in identity if previous.get(k) != identity.get(k)]
+    old = ((_read_json(Path(out) / "metrics.json") or {}).get("provenance") or {}).get("config")
+    if fields == ["config"] and isinstance(old, dict) and settings is not None:
+        new = json.loads(json.dumps(settings))  # tuples as the stored JSON's lists
+        changed = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in _changed(old, new).items()
+                   if k.split(".")[0] not in ("ablations", "predict")]  # outside the config hash  # fmt: skip
+        if changed:
+            return ", ".join(changed[:5]) + (f" and {len(changed) - 5} more settings" if len(changed) > 5 else "")
+    return ", ".join(f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in fields)
+
+
+def _changed(old: dict, new: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old, new)} of the leaves that differ between two nested config dicts."""
+    out = {}
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_changed(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out[f"{prefix}{k}"] = (a, b)
+    return out
 
 
 def _holds_results(out: Path) -> bool:

@@ -26,7 +26,7 @@ from dynad.checks import check_config
 from dynad.cli import main as cli_main
 from dynad.config import PRESETS, ConfigError, load_preset
 from dynad.data import DatasetError, load_image, load_mask, make_index, open_rgb
-from dynad.experiment import fit_pipeline, is_complete, run_experiment
+from dynad.experiment import fit_pipeline, is_complete, run_experiment, run_identity
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, resolve_device, save_torch, tmp_tag
 from dynad.results import marker_matches, write_marker
@@ -324,12 +324,26 @@ def test_run_records_the_data_fingerprint_and_a_manifest(one_run):
     assert is_complete(one_run)
 
 
-def test_other_config_into_a_used_folder_is_refused(data_copy, fitted, one_run):
+def test_other_config_into_a_used_folder_is_refused(data_copy, fitted, one_run, tmp_path):
+    from dynad.reproduce import _other_settings
+
     before = (one_run / "metrics.json").read_bytes()
-    with pytest.raises(run_folder.RunFolderError, match=f"output folder {one_run} holds the results of another run"):
-        run_experiment(load_preset("tiny", FAST + ["reconstruction.eta=2"]), "synthetic", data_copy, "board", one_run,
-                       models_dir=fitted[1], progress=False)  # fmt: skip
+    other = load_preset("tiny", FAST + ["reconstruction.eta=2"])
+    eta = load_preset("tiny", FAST).reconstruction.eta
+    # The refusal names the setting that differs (it used to give two config hashes).
+    with pytest.raises(run_folder.RunFolderError, match=re.escape(f"output folder {one_run} holds the results of "
+                                                                  f"another run (reconstruction.eta: {eta} -> 2.0)")):
+        run_experiment(other, "synthetic", data_copy, "board", one_run, models_dir=fitted[1], progress=False)
     assert (one_run / "metrics.json").read_bytes() == before and is_complete(one_run)
+    # Complete, but not a run of these settings: what notebooks 00, 04 and 05 now ask before reusing a folder.
+    assert is_complete(one_run, run_identity(load_preset("tiny", FAST), "synthetic", "board"))
+    assert not is_complete(one_run, run_identity(other, "synthetic", "board"))
+    # `dynad reproduce --set reconstruction.eta=2` into the same runs: the category fails before any notebook.
+    shutil.copytree(one_run, tmp_path / "board" / "eval")
+    assert _other_settings(tmp_path / "board", load_preset("tiny", FAST), "synthetic", "board") is None
+    assert _other_settings(tmp_path / "board", other, "synthetic", "board") == (
+        f"{tmp_path / 'board'} holds a finished run of other settings (reconstruction.eta: {eta} -> 2.0): pass --runs "
+        f"DIR to keep both, or delete {tmp_path / 'board'} to replace it")  # fmt: skip
 
 
 def test_a_folder_claimed_by_a_run_that_stopped_before_any_result_is_taken_over(data_copy, fitted, tmp_path, capsys):

@@ -155,6 +155,28 @@ def test_00_quickstart_and_04_evaluate(executed: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.notebooks
+def test_04_reads_a_dynad_run_folder_and_refuses_an_evaluation_of_other_settings(executed: dict, tmp_path: Path):
+    """04 given a `dynad run --out` folder evaluated it again into run_dir/eval; given other overrides, it showed the
+    complete eval/ of the old settings as if it were theirs (and `dynad reproduce --set` tabulated it)."""
+    import shutil
+
+    import papermill
+
+    def run_04(params: dict) -> None:
+        papermill.execute_notebook(str(NOTEBOOKS / "04_evaluate.ipynb"), str(tmp_path / "04.ipynb"), parameters=params,
+                                   kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS))  # fmt: skip
+
+    flat = Path(shutil.copytree(executed["run_dir"] / "eval", tmp_path / "flat"))  # the layout `dynad run` writes
+    run_04({**executed["params"], "run_dir": str(flat)})
+    assert not (flat / "eval").exists() and (flat / "evaluate" / "metrics_table.csv").is_file()
+    copy = Path(shutil.copytree(executed["run_dir"], tmp_path / "nb"))
+    with pytest.raises(Exception, match=r"holds the results of another run \(dic.t_max: 100 -> 50\)"):
+        run_04({**executed["params"], "run_dir": str(copy), "overrides": ["dic.t_max=50"]})
+    assert json.loads((copy / "eval" / "metrics.json").read_text())["provenance"]["config"]["dic"]["t_max"] == 100
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
 def test_01_training(executed: dict) -> None:
     out = executed["run_dir"] / "train"
     assert_png(out / "training_curves.png")
