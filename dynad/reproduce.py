@@ -55,9 +55,14 @@ def notebooks_dir() -> Path:
     raise FileNotFoundError(f"the dynad notebooks were not found (looked in {here.parent / 'notebooks'})")
 
 
+def preset_name(preset: str) -> str:
+    """The folder name of a preset's runs and results: a shipped preset's name, or a YAML file's stem."""
+    return Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+
+
 def default_datasets(preset: str) -> list[str]:
     """demo/tiny (and YAML presets): the synthetic data set; a data-set preset: that data set."""
-    name = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    name = preset_name(preset)
     return [name] if name in ("mvtec", "visa", "btad", "mtd") else ["synthetic"]
 
 
@@ -346,7 +351,7 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
     from dynad.paths import default_synthetic_root
     from dynad.results import ensure_data
 
-    tasks = []
+    tasks, name = [], preset_name(preset)
     for dataset in datasets:
         error, root = None, roots.get(dataset)
         if root is None and dataset != "synthetic":
@@ -370,20 +375,32 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
             # One line per data set, not one per category: nothing of it can run.
             error = error or (f"no categories known for data set {dataset!r}: pass categories=[...] "
                               f"(CLI: --categories NAME ...)")
-            tasks.append(Task(preset, dataset, "(all)" if cats else "(none)", None, str(runs / preset / dataset),
+            tasks.append(Task(preset, dataset, "(all)" if cats else "(none)", None, str(runs / name / dataset),
                               list(overrides), [], error=error))  # fmt: skip
             continue
         for cat in cats:
-            run_dir = (runs / preset / dataset / cat).resolve()
+            run_dir = (runs / name / dataset / cat).resolve()
             models_dir = str(Path(models).resolve()) if models else ""
             tasks.append(Task(preset, dataset, cat, str(Path(root).resolve()), str(run_dir),
                               list(overrides), list(notebooks), models_dir, cat_errors[cat], threads))  # fmt: skip
     return tasks
 
 
+def _refuse_other_settings(tasks: list[Task], cfg: ExperimentConfig) -> None:
+    """Fail each category whose run folder holds a finished evaluation of other settings, before any notebook; only
+    warn where every notebook is done with the same parameters (the preset file or dynad changed since): kept."""
+    for t in tasks:
+        other = None if t.error else _other_settings(Path(t.run_dir), cfg, t.dataset, t.category)
+        if other and _all_done(t) is None:
+            t.error = other
+        elif other:
+            print(f"WARNING ({t.dataset}/{t.category}): {other}; its notebooks ran with the same parameters (the "
+                  f"preset file or dynad changed since), so it is kept as it is", file=sys.stderr)  # fmt: skip
+
+
 def _other_settings(run_dir: Path, cfg: ExperimentConfig, dataset: str, category: str) -> str | None:
-    """The category's error when run_dir/eval holds a finished run of other settings (another --set, threads or
-    preset file): notebooks 01-03 would redo their parts beside it, and 04 would refuse it. Said before any starts."""
+    """The category's error when run_dir/eval holds a finished run of other settings (another --set or --threads):
+    notebooks 01-03 would redo their parts beside it, and 04 would refuse it. Said before any starts."""
     from dynad import run_folder
     from dynad.experiment import run_identity
 
@@ -445,6 +462,9 @@ def reproduce(
     # A wrong key, type or range is a ConfigError now, not once in each category's first notebook.
     cfg = check_config(load_preset(preset, [*overrides, *([f"threads={threads}"] if threads is not None else [])]))
     threads = cfg.threads  # the count every run uses, passed to (and recorded by) each notebook
+    if preset.endswith((".yaml", ".yml")):  # a preset file: the notebooks' kernels start in another folder
+        preset = str(Path(preset).resolve())
+    name = preset_name(preset)  # runs/<name>/..., results/<name>/
     roots = dict(roots or {})
     runs, results = Path(runs).resolve(), Path(results).resolve()
     for folder, what in ((runs, "runs folder"), (results, "results folder")):
@@ -457,8 +477,7 @@ def reproduce(
     if jobs < 1:  # not "all cores" (as -1 is in joblib) nor a silent 1
         raise ConfigError(f"jobs must be >= 1 (categories run at once), got {jobs}")
     tasks = _tasks(preset, datasets, categories, roots, runs, list(overrides), notebooks, models, threads)
-    for t in tasks:
-        t.error = t.error or _other_settings(Path(t.run_dir), cfg, t.dataset, t.category)
+    _refuse_other_settings(tasks, cfg)
     total = sum(max(len(t.notebooks), 1) for t in tasks) + 2
     # The bar as a context: an error that escapes (Ray that does not start) closes it, so the error starts on a line
     # of its own.
@@ -475,12 +494,12 @@ def reproduce(
 
         # ---- 06: the paper's tables and figures from every run of this preset; 07: the step-size grid.
         summary: list[Outcome] = []
-        out_dir = results / preset
+        out_dir = results / name
         done = [o for o in outcomes if o.ok and o.category != "(none)"]
-        have_runs = (runs / preset).is_dir() and any((runs / preset).glob("*/*/eval/metrics.json"))
-        for stem, params, run_dir, target in _summary_jobs(preset, runs, results, done, have_runs):
+        have_runs = (runs / name).is_dir() and any((runs / name).glob("*/*/eval/metrics.json"))
+        for stem, params, run_dir, target in _summary_jobs(name, runs, results, done, have_runs):
             o = Outcome("results", stem, str(run_dir))
-            fp = inputs_fingerprint(runs, preset) if stem == SUMMARY_NOTEBOOK else eval_fingerprint(params["run_dir"])
+            fp = inputs_fingerprint(runs, name) if stem == SUMMARY_NOTEBOOK else eval_fingerprint(params["run_dir"])
             if marker_matches(run_dir, stem, params, inputs=fp):
                 o.skipped.append(stem)
             else:
@@ -497,12 +516,12 @@ def reproduce(
     return 1 if any(not o.ok for o in outcomes + summary) else 0
 
 
-def _summary_jobs(preset: str, runs: Path, results: Path, done: list[Outcome], have_runs: bool):
-    """(stem, parameters, marker folder, executed-notebook path) of notebooks 06 and 07."""
+def _summary_jobs(name: str, runs: Path, results: Path, done: list[Outcome], have_runs: bool):
+    """(stem, parameters, marker folder, executed-notebook path) of notebooks 06 and 07; `name`: `preset_name`."""
     if not have_runs:
         return []
-    out_dir = results / preset
-    jobs = [(SUMMARY_NOTEBOOK, {"runs_dir": str(runs), "results_dir": str(results), "preset": preset}, out_dir,
+    out_dir = results / name
+    jobs = [(SUMMARY_NOTEBOOK, {"runs_dir": str(runs), "results_dir": str(results), "preset": name}, out_dir,
              out_dir / "notebooks" / f"{SUMMARY_NOTEBOOK}.ipynb")]  # fmt: skip
     first = next((o for o in done if (Path(o.run_dir) / "eval" / "pipeline.pt").is_file()), None)
     if first is not None:

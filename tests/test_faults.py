@@ -346,6 +346,26 @@ def test_other_config_into_a_used_folder_is_refused(data_copy, fitted, one_run, 
         f"DIR to keep both, or delete {tmp_path / 'board'} to replace it")  # fmt: skip
 
 
+def test_reproduce_fails_a_category_of_other_settings_and_warns_when_only_the_preset_file_changed(
+    one_run, tmp_path, capsys
+):
+    from dynad.reproduce import CATEGORY_NOTEBOOKS, Task, _refuse_other_settings
+
+    shutil.copytree(one_run, tmp_path / "board" / "eval")
+    other = load_preset("tiny", FAST + ["reconstruction.eta=2"])
+    task = Task("tiny", "synthetic", "board", "data", str(tmp_path / "board"), [], list(CATEGORY_NOTEBOOKS))
+    _refuse_other_settings([task], other)  # its notebooks are not done with these parameters: they would run
+    assert task.error.startswith(f"{tmp_path / 'board'} holds a finished run of other settings")
+    # Every notebook done with the same parameters: an edited preset file (or a newer dynad). Kept, with a warning.
+    for stem in CATEGORY_NOTEBOOKS:
+        write_marker(tmp_path / "board", stem, task.parameters())
+    task.error = None
+    _refuse_other_settings([task], other)
+    err = capsys.readouterr().err
+    assert task.error is None and err.startswith("WARNING (synthetic/board): ") and "(reconstruction.eta: " in err
+    assert err.rstrip().endswith("(the preset file or dynad changed since), so it is kept as it is")
+
+
 def test_a_folder_claimed_by_a_run_that_stopped_before_any_result_is_taken_over(data_copy, fitted, tmp_path, capsys):
     """A mistyped category stopped the run after it had claimed OUT; the corrected command was then refused as
     "another run" (category: 'bord' -> 'board'). So was a rerun with dic.k lowered after the check against the

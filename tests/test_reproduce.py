@@ -214,6 +214,11 @@ def test_a_folder_data_set_runs_every_category_folder_of_its_root(tmp_path: Path
     tasks = _tasks(*args, {"folder": str(tmp_path / "data")}, *rest)
     assert [t.category for t in tasks] == ["cable", "notes", "screw"] and tasks[0].error is tasks[2].error is None
     assert tasks[1].error.startswith(f"no training images in {tmp_path / 'data' / 'notes' / 'train' / 'good'}")
+    # A preset file (`dynad tune`'s tuned.yaml) names its runs' folder by its stem; its absolute path was joined
+    # onto --runs and every category failed on runs/<path>/... ("Not a directory").
+    yaml_args = (str(tmp_path / "tune" / "tuned.yaml"), ["folder"], None)
+    assert [Path(t.run_dir) for t in _tasks(*yaml_args, {"folder": str(tmp_path / "data")}, *rest)] == [
+        (tmp_path / "runs" / "tuned" / "folder" / c).resolve() for c in ("cable", "notes", "screw")]
     (task,) = _tasks(*args, {"folder": str(tmp_path / "empty")}, *rest)
     assert "no categories known for data set 'folder'" in task.error and "--categories" in task.error
     (task,) = _tasks(*args, {"folder": str(tmp_path / "data" / "cable")}, *rest)  # a category folder as the root
