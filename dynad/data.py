@@ -110,6 +110,10 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
     if known is not None and category not in known:
         # What the folder holds is what the user can pick; the standard names only when there is no folder.
         present = category_folders(root)
+        if category in present:  # the user's own data in the benchmark's layout: the folder data set reads it
+            raise DatasetError(f"unknown {dataset} category {category!r} ({dataset}'s are {', '.join(known)}); "
+                               f"for your own data in the MVTec layout, such as {Path(root) / category}, use "
+                               f"--dataset folder")  # fmt: skip
         where = f"{root} holds: {', '.join(present)}" if present else f"root {root}; known: {', '.join(known)}"
         raise DatasetError(f"unknown {dataset} category {category!r} ({where})")
     root = Path(root).expanduser().resolve()

@@ -380,6 +380,12 @@ def test_unknown_category_lists_known_ones_before_touching_disk(tmp_path):
     with pytest.raises(DatasetError, match="known: bottle, cable") as e:
         make_index("mvtec", tmp_path / "nowhere", "bottel")
     assert "bottel" in str(e.value)
+    # Your own category in the MVTec layout, read as MVTec: the folder data set is named (the message listed the
+    # folder's categories, this one among them, as if it could be chosen).
+    mvtec_tree(tmp_path / "mine", "widget")
+    with raises_naming(tmp_path / "mine" / "widget", "unknown mvtec category 'widget' (mvtec's are bottle, cable",
+                       "use --dataset folder"):  # fmt: skip
+        make_index("mvtec", tmp_path / "mine", "widget")
 
 
 def test_root_missing(tmp_path):
