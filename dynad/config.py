@@ -223,6 +223,10 @@ class InferenceConfig:
     cpu_bf16: bool | str = False
 
 
+# Sections that change no number of a run: which ablations run, and predict's threshold.
+NOT_IN_RESULT = ("ablations", "predict")
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     preset: str = "custom"
@@ -271,8 +275,8 @@ class ExperimentConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def result_hash(self) -> str:
-        """Hash of what changes a run's numbers: everything but which ablations run and predict's threshold."""
-        return self.hash(*(k for k in self.to_dict() if k not in ("ablations", "predict")))
+        """Hash of what changes a run's numbers: everything but `NOT_IN_RESULT`."""
+        return self.hash(*(k for k in self.to_dict() if k not in NOT_IN_RESULT))
 
     def hash(self, *sections: str) -> str:
         """Short hash of the whole config or of some sections (used to reuse trained models)."""

@@ -64,9 +64,10 @@ def describe_difference(out: str | Path, identity: dict[str, Any], settings: dic
     fields = [k for k in identity if previous.get(k) != identity.get(k)]
     old = ((_read_json(Path(out) / "metrics.json") or {}).get("provenance") or {}).get("config")
     if fields == ["config"] and isinstance(old, dict) and settings is not None:
+        from dynad.config import NOT_IN_RESULT
         new = json.loads(json.dumps(settings))  # tuples as the stored JSON's lists
         changed = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in _changed(old, new).items()
-                   if k.split(".")[0] not in ("ablations", "predict")]  # outside the config hash  # fmt: skip
+                   if k.split(".")[0] not in NOT_IN_RESULT]  # fmt: skip
         if changed:
             return ", ".join(changed[:5]) + (f" and {len(changed) - 5} more settings" if len(changed) > 5 else "")
     return ", ".join(f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in fields)
