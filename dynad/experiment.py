@@ -55,7 +55,14 @@ def run_identity(cfg: ExperimentConfig, dataset: str, category: str) -> dict[str
 def is_complete(out: str | Path, identity: dict[str, str] | None = None) -> bool:
     """The run in `out` finished and its files are as its manifest lists them (see `dynad.run_folder`); with
     `identity` (`run_identity`), also that it is a run of these data and settings, not of others."""
-    return run_folder.is_complete(out) and (identity is None or run_folder.identity_of(out) == identity)
+    # The identity is one small JSON file; the manifest check hashes every result file.
+    return (identity is None or run_folder.identity_of(out) == identity) and run_folder.is_complete(out)
+
+
+def finished_run(run_dir: str | Path, identity: dict[str, str]) -> Path | None:
+    """The folder that holds a finished run of `identity`: run_dir itself (`dynad run --out run_dir`) or run_dir/eval
+    (the notebooks, `dynad reproduce`), the two places `dynad predict` looks; None when neither does."""
+    return next((d for d in (Path(run_dir), Path(run_dir) / "eval") if is_complete(d, identity)), None)
 
 
 def storage_estimate(cfg: ExperimentConfig) -> tuple[int, int]:

@@ -405,7 +405,7 @@ def _other_settings(run_dir: Path, cfg: ExperimentConfig, dataset: str, category
     from dynad.experiment import run_identity
 
     eval_dir, identity = run_dir / "eval", run_identity(cfg, dataset, category)
-    if not run_folder.is_complete(eval_dir) or run_folder.identity_of(eval_dir) == identity:
+    if run_folder.identity_of(eval_dir) in (None, identity) or not run_folder.is_complete(eval_dir):  # cheap first
         return None
     what = run_folder.describe_difference(eval_dir, identity, cfg.for_category(category).to_dict())
     return (f"{run_dir} holds a finished run of other settings ({what}): pass --runs DIR to keep both, or delete "
