@@ -91,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     if not result:  # another process than the main one of `accelerate launch`: the main one reports
         return 0
     keys = ("image_auroc", "pixel_auroc", "pro", "knn_baseline_image_auroc")
-    print(json.dumps({k: round(result[k], 4) for k in keys if k in result}))
+    # None: a pixel metric of a test set with image labels only
+    print(json.dumps({k: None if result[k] is None else round(result[k], 4) for k in keys if k in result}))
     print(f"results in {args.out} (metrics.json, per_image.csv, per_defect.csv, figures/)")
     return 0
 

@@ -7,11 +7,14 @@
     defect_type  "good" for normal images, else the defect folder / type
     label        0 normal, 1 anomalous
     image_path   absolute path (str)
-    mask_path    absolute path (str) of the pixel mask, None for normal images
+    mask_path    absolute path (str) of the pixel mask, None for normal images (and for every image of a
+                 "folder" category with image labels only)
 
 sorted by (split, defect_type, image_path). Every anomalous test image must pair with exactly one mask and every
 mask with an image; anything else raises `DatasetError` naming the file or folder, since a silently dropped mask
-would change the pixel-level metrics.
+would change the pixel-level metrics. The one exception is a "folder" category with no `ground_truth/` folder at
+all: its test/<type>/ images are anomalous by their folder alone (image labels only), and a run reports image
+metrics without pixel AUROC and PRO.
 
 Supported layouts: MVTec AD (also the built-in "synthetic" data and any MVTec-like "folder"), VisA (as published
 with split_csv/1cls.csv, or converted to the MVTec-like layout by VisA's own prepare script), BTAD, and the
@@ -133,11 +136,20 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
             hint = is_a_category_folder(root) or _root_one_level_down(root, category)
             raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present})"
                                + (f"; {hint}" if hint else ""))  # fmt: skip
-        rows = _read_visa(root, category) if dataset == "visa" else _read_tree(cat_dir, category, _TREES[dataset])
+        elif dataset == "visa":
+            rows = _read_visa(root, category)
+        else:  # only the user's own folder may lack masks: a benchmark without them is a broken download
+            rows = _read_tree(cat_dir, category, _TREES[dataset], labels_only_allowed=dataset == "folder")
 
     # object dtype throughout: pandas >= 3 would store the string columns as "str" and turn None into NaN.
     index = pd.DataFrame(rows, columns=list(COLUMNS), dtype=object).astype({"label": "int64"})
     return index.sort_values(["split", "defect_type", "image_path"], kind="stable").reset_index(drop=True)
+
+
+def has_masks(index: pd.DataFrame) -> bool:
+    """Whether the anomalous images of `index` have pixel masks: False for a "folder" category with image labels
+    only (no ground_truth/ folder), and for an index with no anomalous image."""
+    return bool(index.mask_path[index.label == 1].notna().any())
 
 
 def is_a_category_folder(root: str | Path) -> str:
@@ -161,8 +173,10 @@ def category_folders(root: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
 
 
-def _row(split: str, category: str, defect_type: str, image: Path, mask: Path | None) -> dict:
-    return {"split": split, "category": category, "defect_type": defect_type, "label": int(mask is not None),
+def _row(split: str, category: str, defect_type: str, image: Path, mask: Path | None, label: int | None = None) -> dict:
+    """One index row; the label is the mask's presence unless given (image labels only)."""
+    return {"split": split, "category": category, "defect_type": defect_type,
+            "label": int(mask is not None) if label is None else label,
             "image_path": str(image), "mask_path": None if mask is None else str(mask)}  # fmt: skip
 
 
@@ -189,7 +203,12 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
+# Names of test/ folders that sound normal: with image labels only, every folder but test/good is anomalous, so one
+# of these is more likely a misnamed normal folder than a defect type.
+_NORMAL_SOUNDING = {"ok", "okay", "normal", "nominal", "defect_free", "defect-free", "no_defect", "pass", "clean"}
+
+
+def _read_tree(cat_dir: Path, category: str, tree: _Tree, labels_only_allowed: bool = False) -> list[dict]:
     train_dir = cat_dir / "train" / tree.normal
     train = _files(train_dir, tree.image_exts)
     if not train:
@@ -206,6 +225,7 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
 
     test_dir = cat_dir / "test"
     gt_dir = cat_dir / "ground_truth"
+    labels_only = labels_only_allowed and not gt_dir.exists()
     claimed: dict[Path, Path] = {}  # mask -> its image
     for type_dir in _subdirs(test_dir):
         images = _files(type_dir, tree.image_exts)
@@ -214,6 +234,13 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
             continue
         if type_dir.name == "good":  # a BTAD tree would otherwise list anomalous images as defect_type "good"
             raise DatasetError(f"{type_dir}: 'good' is reserved for normal images, whose folder is {tree.normal!r}")
+        if labels_only:
+            if type_dir.name.lower() in _NORMAL_SOUNDING:
+                raise DatasetError(f"{type_dir}: with no {gt_dir} folder (image labels only), every folder of "
+                                   f"{test_dir} but {tree.normal!r} holds anomalous images; if it holds normal "
+                                   f"images, name it {test_dir / tree.normal}")  # fmt: skip
+            rows += [_row("test", category, type_dir.name, p, None, label=1) for p in images]
+            continue
         masks = {p.name.lower(): p for p in _files(gt_dir / type_dir.name, _IMAGE_EXTS)}
         for image in images:
             found = [masks[n.lower()] for n in tree.mask_names(image.stem) if n.lower() in masks]
@@ -222,6 +249,8 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree) -> list[dict]:
                 if not (gt_dir / type_dir.name).is_dir():  # e.g. normal images in test/ok or test/normal
                     expected += (f" (there is no folder {gt_dir / type_dir.name}; if {type_dir} holds normal images, "
                                  f"it must be named {type_dir.parent / tree.normal})")
+                if labels_only_allowed:
+                    expected += "; a category with no ground_truth/ folder at all is read with image labels only"
                 raise DatasetError(f"anomalous test image {image} has no mask: expected {expected}")
             if len(found) > 1:
                 raise DatasetError(f"anomalous test image {image} has several masks: {', '.join(map(str, found))}")

@@ -8,7 +8,8 @@ writes into `out`:
     per_image.csv     path, label, defect_type, score, knn_distance, bin, t_hat (and patch_knn_score)
     per_defect.csv    the metrics split by defect type (each defect type against the normal test images)
     dic.json          training and test kNN distances, bin edges and the bin -> T_hat table (Figure 5)
-    maps.npz          anomaly maps and the raw latent / feature maps (float16), ground-truth masks
+    maps.npz          anomaly maps and the raw latent / feature maps (float16), ground-truth masks (none for a
+                      test set with image labels only: its pixel metrics are None, `image_labels_only` true)
     figures/*.png     qualitative panels, the kNN histogram, training curves, the validation self-check
     pipeline.pt       the fitted pipeline (to score new images alone, and for the step-size explorer)
     run.json          which data set, category and config own the folder (written first)
@@ -34,7 +35,7 @@ from dynad.anomaly_map import image_scores
 from dynad.autoencoder import build_small_vae
 from dynad.checks import check_config
 from dynad.config import ExperimentConfig, fidelity_deviations
-from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, make_index, mask_is_empty
+from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, has_masks, make_index, mask_is_empty
 from dynad.denoiser import build_unet, count_parameters
 from dynad.features import build_extractor
 from dynad.fingerprint import data_fingerprint
@@ -97,9 +98,9 @@ def _check_both_classes(rows: pd.DataFrame) -> None:
     folder = os.path.commonpath([str(p) for p in rows.image_path])
     if n_anomalous == 0:
         raise DatasetError(
-            f"the {len(rows)} test images ({folder}) are all normal: image and pixel AUROC need anomalous test images "
-            f"with masks too (MVTec layout: test/<defect type>/ and ground_truth/<defect type>/); to test on your "
-            f"own normal photographs, `dynad synth --from-images` paints defects with masks on them"
+            f"the {len(rows)} test images ({folder}) are all normal: image AUROC needs anomalous test images too "
+            f"(MVTec layout: test/<defect type>/, with masks in ground_truth/<defect type>/ for pixel AUROC and PRO); "
+            f"to test on your own normal photographs, `dynad synth --from-images` paints defects with masks on them"
         )
     raise DatasetError(
         f"the {len(rows)} test images ({folder}) are all anomalous: image AUROC needs normal test images too "
@@ -110,9 +111,9 @@ def _check_both_classes(rows: pd.DataFrame) -> None:
 def load_split(
     index: pd.DataFrame, split: str, cfg: ExperimentConfig, progress: bool, mask_encoding: str = "auto"
 ) -> dict[str, Any]:
-    """All images of one split as tensors: images (N, 3, S, S), masks (N, S, S) bool, labels (N,), and the number
-    of defective images whose mask is empty at this resolution (`defective_without_mask`), of which
-    `defective_without_mask_in_data` are empty in the stored file already.
+    """All images of one split as tensors: images (N, 3, S, S), masks (N, S, S) bool (None for a test set with image
+    labels only), labels (N,), and the number of defective images whose mask is empty at this resolution
+    (`defective_without_mask`), of which `defective_without_mask_in_data` are empty in the stored file already.
 
     Warns when any defective image has an empty mask (its defect pixels would count as normal) and raises when all
     of them do (no pixel metric could be computed; found now rather than after training). Raises when the test
@@ -134,6 +135,9 @@ def load_split(
         "labels": np.array([it["label"] for it in items]),
     }
     defective = np.flatnonzero(out["labels"] == 1)
+    if split == "test" and not has_masks(rows):  # image labels only: no pixel metric, nothing to check
+        out.update(masks=None, defective_without_mask=0, defective_without_mask_in_data=0)
+        return out
     empty = [i for i in defective if not out["masks"][i].any()]
     in_data = [i for i in empty if mask_is_empty(rows.mask_path[i], mask_encoding)]
     if empty and len(empty) == len(defective):
@@ -165,17 +169,27 @@ def load_split(
     return out
 
 
+PIXEL_METRICS = ("pixel_auroc", "pixel_ap", "pixel_f1_max", "pro")
+
+
+def evaluate(labels: np.ndarray, scores: np.ndarray, masks: torch.Tensor | None, maps: np.ndarray, pro_method: str):
+    """`metrics.evaluate`, with the pixel metrics None for a test set with image labels only (`masks` None)."""
+    if masks is None:
+        return metrics.evaluate(labels, scores) | dict.fromkeys(PIXEL_METRICS)
+    return metrics.evaluate(labels, scores, masks.numpy(), maps, pro_method=pro_method)
+
+
 def per_defect_table(test: dict, scores: np.ndarray, maps: np.ndarray, pro_method: str) -> pd.DataFrame:
     """Each defect type against the normal test images."""
-    rows = test["rows"]
+    rows, masks = test["rows"], test["masks"]
     normal = (rows.label == 0).to_numpy()
     out = []
     for defect in sorted(rows.defect_type[rows.label == 1].unique()):
         sel = normal | (rows.defect_type == defect).to_numpy()
-        m = metrics.evaluate(test["labels"][sel], scores[sel], test["masks"][sel].numpy(), maps[sel], pro_method=pro_method)
-        defect_masks = test["masks"][torch.from_numpy((rows.defect_type == defect).to_numpy().copy())]
-        out.append({"defect_type": defect, "n": int((rows.defect_type == defect).sum()),
-                    "mask_area": float(defect_masks.float().mean()), **m})  # fmt: skip
+        m = evaluate(test["labels"][sel], scores[sel], None if masks is None else masks[sel], maps[sel], pro_method)
+        of_type = torch.from_numpy((rows.defect_type == defect).to_numpy().copy())
+        out.append({"defect_type": defect, "n": int(of_type.sum()),
+                    "mask_area": None if masks is None else float(masks[of_type].float().mean()), **m})  # fmt: skip
     return pd.DataFrame(out)
 
 
@@ -202,6 +216,11 @@ def fit_pipeline(
     check_config(cfg, n_train=len(keep), n_held=len(held))  # before hours of training, not after
     train_split = load_split(index, "train", cfg, progress)
     test = load_split(index, "test", cfg, progress, MASK_ENCODING[dataset]) if load_test else None
+    if test is not None and test["masks"] is None:  # before training: a misnamed normal folder counts as anomalous
+        types = test["rows"][test["rows"].label == 1].defect_type.value_counts().sort_index()
+        print(f"{dataset}/{category}: image labels only (no ground_truth/ folder): anomalous test images "
+              f"{', '.join(f'{t} {n}' for t, n in types.items())}; pixel AUROC and PRO are not computed",
+              file=sys.stderr)  # fmt: skip
     images = train_split["images"]
     train_split["validation"] = (
         validation.pseudo_defect_set(images[held], images[keep], cfg.validation.seed) if len(held) else None
@@ -277,7 +296,7 @@ def run_experiment(
     maps_np = maps.numpy()
 
     t0 = time.perf_counter()
-    m = metrics.evaluate(test["labels"], scores, test["masks"].numpy(), maps_np, pro_method=cfg.eval.pro_method)
+    m = evaluate(test["labels"], scores, test["masks"], maps_np, cfg.eval.pro_method)
     m["knn_baseline_image_auroc"] = metrics.image_auroc(test["labels"], res["knn_distance"])
     per_defect = per_defect_table(test, scores, maps_np, cfg.eval.pro_method)
     seconds["metrics"] = time.perf_counter() - t0
@@ -315,18 +334,21 @@ def run_experiment(
     picks = plots.pick_examples(rows, scores, cfg.eval.num_figures) if figures else []
     if picks:
         rec = pipe.infer(test["images"][picks], generator=torch.Generator().manual_seed(cfg.seed))
+        masks = test["masks"]
         plots.qualitative_panels(
-            test["images"][picks], test["masks"][picks], rec["reconstruction"], res["latent_map"][picks],
-            res["feature_map"][picks], maps[picks], pixel_threshold(test["masks"].numpy(), maps_np),
+            test["images"][picks], None if masks is None else masks[picks], rec["reconstruction"],
+            res["latent_map"][picks], res["feature_map"][picks], maps[picks],
+            map_threshold(None if masks is None else masks.numpy(), maps_np, test["labels"], scores),
             [f"{rows.defect_type[i]} T_hat={res['t_hat'][i]}" for i in picks], figs / "qualitative.png",
         )  # fmt: skip
     seconds["figures"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
 
+    gt = {} if test["masks"] is None else {"gt_mask": test["masks"].numpy()}  # image labels only: no gt_mask
     with atomic_write(out / "maps.npz", "wb") as f:
         np.savez_compressed(
             f, anomaly_map=maps_np.astype(np.float16), latent_map=res["latent_map"].numpy().astype(np.float16),
-            feature_map=res["feature_map"].numpy().astype(np.float16), gt_mask=test["masks"].numpy(),
+            feature_map=res["feature_map"].numpy().astype(np.float16), **gt,
         )  # fmt: skip
     if save_pipeline:
         pipe.save(out / "pipeline.pt")
@@ -344,6 +366,7 @@ def run_experiment(
         "n_held_out": train_split["held_out"],
         "validation": val_report,
         "n_test": int(len(rows)),
+        "image_labels_only": test["masks"] is None,
         "defective_without_mask": test["defective_without_mask"],
         "defective_without_mask_in_data": test["defective_without_mask_in_data"],
         "seconds": seconds,
@@ -371,7 +394,7 @@ def patch_knn_baseline(
     peer = PatchKNN(cfg.baselines, extractor, cfg.features.map_layers, cfg.seed).fit(train["images"])
     maps = peer.anomaly_maps(test["images"], cfg.anomaly_map).numpy()  # (N, S, S)
     scores = maps.reshape(len(maps), -1).max(axis=1)
-    m = metrics.evaluate(test["labels"], scores, test["masks"].numpy(), maps, pro_method=cfg.eval.pro_method)
+    m = evaluate(test["labels"], scores, test["masks"], maps, cfg.eval.pro_method)
     info = {"bank": int(len(peer.bank)), "training_patches": peer.n_patches, "weights": extractor.weights_label}
     return {k: m[k] for k in ("image_auroc", "pixel_auroc", "pro")} | info, scores
 
@@ -410,8 +433,16 @@ def choices(cfg: ExperimentConfig, device: torch.device | str | None = None) -> 
     }
 
 
+def map_threshold(masks: np.ndarray | None, maps: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold of the thresholded-mask panel: the best pixel F1, or with image labels only (`masks` None) the
+    best image F1 of the image scores (each map's maximum), so that a map's pixels above it are those that flag
+    its image."""
+    return pixel_threshold(labels, scores) if masks is None else pixel_threshold(masks, maps)
+
+
 def pixel_threshold(masks: np.ndarray, maps: np.ndarray, max_pixels: int = 2_000_000) -> float:
-    """The pixel threshold with the best F1 (on a fixed subsample for large sets): for the thresholded-mask panel."""
+    """The pixel threshold with the best F1 (on a fixed subsample for large sets): for the thresholded-mask panel.
+    Any labels and scores of one shape will do (image labels and scores, for `map_threshold`)."""
     from sklearn.metrics import precision_recall_curve
 
     y, s = masks.ravel(), maps.ravel()

@@ -141,7 +141,7 @@ class StepSizeExplorer:
         self.per_image = pd.read_csv(ev / "per_image.csv", keep_default_na=False)
         with np.load(ev / "maps.npz") as z:
             lat, feat = z["latent_map"].astype(np.float32), z["feature_map"].astype(np.float32)
-            self.gt_mask = z["gt_mask"].astype(bool)
+            self.gt_mask = z["gt_mask"].astype(bool) if "gt_mask" in z else None  # None: image labels only
             self.amap_max = float(z["anomaly_map"].astype(np.float32).max())
         # Eq. 9's test-set statistics of the evaluation run: maps at any T_hat share this scale.
         self.normalization = MapNormalization(float(lat.min()), float(lat.max()), float(feat.min()), float(feat.max()))
@@ -228,11 +228,15 @@ class StepSizeExplorer:
         ax.xaxis.label.set_fontsize(6)
         panels = [(plots.to_rgb(self.images[i]), None, "input"),
                   (plots.to_rgb(res["reconstruction"]), None, f"reconstruction (T_hat {t})"),
-                  (res["anomaly_map"], "jet", "anomaly map"), (self.gt_mask[i], "gray", "ground truth")]  # fmt: skip
+                  (res["anomaly_map"], "jet", "anomaly map"),
+                  (None if self.gt_mask is None else self.gt_mask[i], "gray", "ground truth")]  # fmt: skip
         for k, (img, cmap, title) in enumerate(panels):
             a = fig.add_subplot(gs[k + 1])
             kw = {"vmin": 0, "vmax": self.amap_max} if title == "anomaly map" else {}
-            im = a.imshow(img, cmap=cmap, **kw)
+            if img is None:
+                plots.no_mask(a)
+            else:
+                im = a.imshow(img, cmap=cmap, **kw)
             a.set_title(title, fontsize=8)
             a.set_xticks([])
             a.set_yticks([])
@@ -277,7 +281,8 @@ class StepSizeExplorer:
 
     def fixed_step_sweep(self, t_values: Sequence[int] | None = None) -> pd.DataFrame:
         """Image and pixel AUROC of the whole test set with one fixed T_hat for every image, at each of `t_values`,
-        and the evaluation's own DIC row last: columns t_hat ("DIC" for the dynamic step), image_auroc, pixel_auroc.
+        and the evaluation's own DIC row last: columns t_hat ("DIC" for the dynamic step), image_auroc, pixel_auroc
+        (None with image labels only).
 
         Each fixed step's maps are normalised as the evaluation's were (its test set, or the training statistics).
         """
@@ -296,8 +301,9 @@ class StepSizeExplorer:
             lat = torch.cat([p["latent_map"] for p in parts])  # (N, S, S)
             feat = torch.cat([p["feature_map"] for p in parts])
             maps = self.pipe.evaluation_maps(lat, feat)
+            pixel = None if self.gt_mask is None else metrics.pixel_auroc(self.gt_mask, maps.numpy())
             rows.append({"t_hat": int(t), "image_auroc": metrics.image_auroc(labels, image_scores(maps).numpy()),
-                         "pixel_auroc": metrics.pixel_auroc(self.gt_mask, maps.numpy())})  # fmt: skip
+                         "pixel_auroc": pixel})  # fmt: skip
         m = json.loads((self.eval_dir / "metrics.json").read_text())
         rows.append({"t_hat": "DIC", "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"]})
         return pd.DataFrame(rows)
@@ -328,7 +334,10 @@ class StepSizeExplorer:
             top, bottom = axes[2 * r], axes[2 * r + 1]
             top[0].imshow(plots.to_rgb(self.images[i]))
             top[0].set_ylabel(f"{row.defect_type}\nDIC T_hat {row.t_hat}", fontsize=7)
-            bottom[0].imshow(self.gt_mask[i], cmap="gray", vmin=0, vmax=1)
+            if self.gt_mask is None:
+                plots.no_mask(bottom[0])
+            else:
+                bottom[0].imshow(self.gt_mask[i], cmap="gray", vmin=0, vmax=1)
             bottom[0].set_ylabel("ground truth", fontsize=7)
             for c, t in enumerate(t_values, start=1):
                 res = self.compute(i, int(t))

@@ -92,9 +92,16 @@ def pick_examples(rows: pd.DataFrame, scores: np.ndarray, n: int) -> list[int]:
     return picks[:n]
 
 
+def no_mask(ax) -> None:
+    """The ground-truth panel of a test set with image labels only."""
+    ax.text(0.5, 0.5, "no mask", ha="center", va="center", fontsize=7, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def qualitative_panels(
     images: torch.Tensor,
-    masks: torch.Tensor,
+    masks: torch.Tensor | None,
     recs: torch.Tensor,
     latent: torch.Tensor,
     feature: torch.Tensor,
@@ -107,7 +114,8 @@ def qualitative_panels(
     """Figure 4 / Figure 2: input, ground truth, reconstruction, latent map, feature map, combined map, mask.
 
     Each map column has one colour scale for all its rows, with a colour bar: scaled per image, a normal image's
-    faint latent map would look as hot as a defect's.
+    faint latent map would look as hot as a defect's. `masks` None (image labels only): the ground-truth panels say
+    "no mask".
     """
     cols = ["input", "ground truth", "reconstruction", "latent map", "feature map", "anomaly map", "thresholded"]
     n = images.shape[0]
@@ -116,14 +124,18 @@ def qualitative_panels(
     shown = {}
     for i in range(n):
         panels = [
-            (to_rgb(images[i]), None), (masks[i].float().numpy(), "gray"), (to_rgb(recs[i]), None),
+            (to_rgb(images[i]), None), (None if masks is None else masks[i].float().numpy(), "gray"),
+            (to_rgb(recs[i]), None),
             (latent[i].numpy(), "jet"), (feature[i].numpy(), "jet"), (amap[i].numpy(), "jet"),
             ((amap[i] >= threshold).float().numpy(), "gray"),
         ]  # fmt: skip
         for j, (img, cmap) in enumerate(panels):
             ax = axes[i][j]
             kw = {"vmin": 0, "vmax": scales[j]} if j in scales else {}
-            shown[j] = ax.imshow(img, cmap=cmap, **kw)
+            if img is None:
+                no_mask(ax)
+            else:
+                shown[j] = ax.imshow(img, cmap=cmap, **kw)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

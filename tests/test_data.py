@@ -21,6 +21,7 @@ from dynad.data import (
     MASK_ENCODING,
     DatasetError,
     ImageDataset,
+    has_masks,
     load_image,
     load_mask,
     make_index,
@@ -309,6 +310,38 @@ def test_folder_layout(tmp_path):
     bad = index[index.label == 1]
     assert [Path(m).name for m in bad.mask_path] == ["e_mask.png", "f.png"]
     assert ImageDataset(index, 6)[int(bad.index[1])]["image"].shape == (3, 6, 6)
+
+
+def test_folder_with_image_labels_only(tmp_path):
+    """A folder category without ground_truth/ (inspection records often have labels, not masks): the test/<type>/
+    images are anomalous by their folder, with no mask; one missing mask where ground_truth/ exists still raises,
+    and so does a benchmark layout without it."""
+    cat = tmp_path / "my_widget"
+    write_image(cat / "train" / "good" / "a.png")
+    write_image(cat / "test" / "good" / "b.png")
+    write_image(cat / "test" / "dent" / "c.png")
+    write_image(cat / "test" / "scratch" / "d.jpg")
+    index = make_index("folder", tmp_path, "my_widget")
+    assert list(zip(index.split, index.defect_type, index.label)) == [
+        ("test", "dent", 1), ("test", "good", 0), ("test", "scratch", 1), ("train", "good", 0)]  # fmt: skip
+    assert index.mask_path.isna().all() and not has_masks(index)
+    test = load_split(index, "test", load_preset("tiny", ["data.image_size=8"]), False, MASK_ENCODING["folder"])
+    assert test["masks"] is None and test["labels"].tolist() == [1, 0, 1]  # sorted: dent, good, scratch
+
+    (cat / "test" / "OK").mkdir()  # a normal folder under another name would count as anomalous: refused
+    with raises_naming(cat / "test" / "OK", cat / "test" / "good", "image labels only"):
+        make_index("folder", tmp_path, "my_widget")
+    (cat / "test" / "OK").rmdir()
+    write_mask(cat / "ground_truth" / "dent" / "c_mask.png")  # masks for some types: all anomalous images need one
+    with raises_naming(cat / "test" / "scratch" / "d.jpg", "no mask", "no ground_truth/ folder at all is read with image labels only"):
+        make_index("folder", tmp_path, "my_widget")
+    write_mask(cat / "ground_truth" / "scratch" / "d.png")
+    assert has_masks(make_index("folder", tmp_path, "my_widget"))
+
+    bottle = mvtec_tree(tmp_path / "mvtec", "bottle")
+    shutil.rmtree(bottle / "ground_truth")
+    with raises_naming(bottle / "test" / "broken" / "000.png", "no mask"):
+        make_index("mvtec", tmp_path / "mvtec", "bottle")
 
 
 def test_folder_masks_in_other_image_formats(tmp_path):

@@ -358,3 +358,68 @@ def test_latent_channels_mean_row_is_the_runs_latent_map(tiny_run):
     mean = table[table["map"].str.startswith("mean")].set_index("defect_type")
     expected = pd.DataFrame(metrics.localization_split(stored, masks, rows.label, rows.defect_type)).set_index("defect_type")
     np.testing.assert_allclose(mean.within.astype(float), expected.within.astype(float), atol=2e-3)
+
+
+def test_a_category_with_image_labels_only_scores_images_as_with_masks(tiny_root, tmp_path, capsys):
+    """The same category as a folder data set with and without ground_truth/: the same models, maps and image
+    scores; without masks the pixel metrics are None (null in the CLI's line), maps.npz has no gt_mask, and the
+    figures and tables that show masks say so instead of failing."""
+    import shutil
+
+    from dynad.ablations import run_ablations
+    from dynad.explorer import StepSizeExplorer
+    from dynad.report.figures import figure2_segmentation
+    from dynad.report.regenerate import regenerate
+    from dynad.report.runs import Run
+    from dynad.report.tables import dataset_metrics, localization_table
+
+    shutil.copytree(tiny_root / "board", tmp_path / "masked" / "board")
+    shutil.copytree(tiny_root / "board", tmp_path / "labels" / "board", ignore=shutil.ignore_patterns("ground_truth"))
+    cfg, models = load_preset("tiny"), tmp_path / "models"
+    with_masks = run_experiment(cfg, "folder", tmp_path / "masked", "board", tmp_path / "m", models, progress=False)
+    capsys.readouterr()
+    out = tmp_path / "runs" / "tiny" / "folder" / "board" / "eval"
+    assert cli_main(["run", "--preset", "tiny", "--dataset", "folder", "--root", str(tmp_path / "labels"),
+                     "--category", "board", "--out", str(out), "--models", str(models)]) == 0  # fmt: skip
+    printed = capsys.readouterr()
+    assert "image labels only (no ground_truth/ folder): anomalous test images missing 3, patch 3" in printed.err
+    line = json.loads(printed.out.splitlines()[0])
+    assert line["pixel_auroc"] is None and line["pro"] is None and line["image_auroc"] == round(with_masks["image_auroc"], 4)
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["image_labels_only"] and not with_masks["image_labels_only"] and with_masks["pixel_auroc"] > 0.5
+    assert m["image_auroc"] == with_masks["image_auroc"] and m["image_ap"] == with_masks["image_ap"]
+    assert all(m[k] is None for k in ("pixel_auroc", "pixel_ap", "pixel_f1_max", "pro"))
+    assert all(m["baselines"]["patch_knn"][k] is None for k in ("pixel_auroc", "pro"))
+    assert m["seconds"]["train_denoiser"] < with_masks["seconds"]["train_denoiser"]  # the models were reused
+    per_image = [pd.read_csv(d / "per_image.csv") for d in (tmp_path / "m", out)]
+    assert per_image[0].score.tolist() == per_image[1].score.tolist()
+    with np.load(out / "maps.npz") as z, np.load(tmp_path / "m" / "maps.npz") as zm:
+        assert "gt_mask" not in z and "gt_mask" in zm
+        assert np.array_equal(z["anomaly_map"], zm["anomaly_map"])
+    per_defect = pd.read_csv(out / "per_defect.csv")
+    assert per_defect.pixel_auroc.isna().all() and per_defect.image_auroc.between(0, 1).all()
+
+    assert (out / "figures" / "qualitative.png").is_file()
+    assert localization_table(out).empty and not localization_table(tmp_path / "m").empty
+    assert figure2_segmentation(Run("folder", "board", out.parent, m), tmp_path / "fig2.png").is_file()
+    table = dataset_metrics(out.parents[1])
+    assert table.category.tolist() == ["board", "mean"] and table.pixel_auroc.isna().all()
+    assert table.image_auroc.tolist() == [m["image_auroc"]] * 2
+
+    explorer = StepSizeExplorer(out.parent)  # renders the first image at once: its ground truth says "no mask"
+    assert explorer.figure_png.startswith(b"\x89PNG") and explorer.gt_mask is None
+    sweep = explorer.fixed_step_sweep([50])
+    assert sweep.pixel_auroc.isna().all() and sweep.image_auroc.iloc[-1] == m["image_auroc"]
+    assert explorer.render_static([50], tmp_path / "grid.png", images=[0]).is_file()
+
+    # The paper's tables and figures from such a run, with two ablation variants (their pixel columns empty).
+    run_ablations(cfg, "folder", tmp_path / "labels", "board", out.parent / "ablations", models, progress=False,
+                  only=["DIC (full method)", "fixed 50% T_max"])  # fmt: skip
+    written = regenerate(tmp_path / "runs", tmp_path / "results", "tiny")
+    manifest = json.loads((tmp_path / "results" / "tiny" / "manifest.json").read_text())
+    assert manifest["skipped"] == [] and {"figures/fig2_segmentation_folder_board.png",
+                                          "figures/fig6_fixed_steps_folder_board.png"} <= set(written)  # fmt: skip
+    table4 = pd.read_csv(tmp_path / "results" / "tiny" / "tables" / "table4_folder.csv")
+    ours = table4.dropna(subset=["image_auroc"])  # the other rows hold the paper's numbers only
+    assert ours.variant.tolist() == ["fixed 50% T_max", "DIC (full method)"] and table4.pixel_auroc.isna().all()

@@ -246,7 +246,7 @@ def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
 
 
 @pytest.mark.parametrize("keep, message", [
-    ("good", r"the 4 test images \(.*/board/test/good\) are all normal: image and pixel AUROC need anomalous"),
+    ("good", r"the 4 test images \(.*/board/test/good\) are all normal: image AUROC needs anomalous test images too"),
     ("spot", r"the \d+ test images \(.*/board/test/spot\) are all anomalous: image AUROC needs normal test images"),
 ])  # fmt: skip
 def test_a_test_split_of_one_class_fails_before_training(data_copy, tmp_path, capsys, keep, message):

@@ -24,7 +24,7 @@ import torch
 from dynad import plots
 from dynad.ablations import variant_dir
 from dynad.data import ImageDataset
-from dynad.experiment import pixel_threshold
+from dynad.experiment import map_threshold
 from dynad.report.reconstructions import dic_reconstructions
 from dynad.report.runs import Run
 from dynad.report.targets import FIG6_VARIANTS, FULL
@@ -53,7 +53,10 @@ def image_grid(rows: dict[str, Any], path: str | Path, col_titles: Sequence[str]
 
 
 def _imshow(ax, item, cmap: str = "jet", vmax: float | None = None, vmin: float = 0.0) -> None:
-    """RGB tensors (3, S, S) in [-1, 1] as images; 2-D arrays as maps (gray for masks)."""
+    """RGB tensors (3, S, S) in [-1, 1] as images; 2-D arrays as maps (gray for masks); NO_MASK as a text panel."""
+    if isinstance(item, str) and item == NO_MASK:
+        plots.no_mask(ax)
+        return
     if isinstance(item, torch.Tensor) and item.ndim == 3:
         ax.imshow(plots.to_rgb(item))
         return
@@ -81,9 +84,24 @@ def _eval_arrays(eval_dir: Path) -> dict[str, Any]:
     return {"per_image": per_image, **maps}
 
 
+def _threshold(a: dict[str, Any]) -> float:
+    """The predicted-mask threshold of one run's arrays (`experiment.map_threshold`: from the image labels and
+    scores when the run has image labels only)."""
+    labels, scores = a["per_image"].label.to_numpy(), a["per_image"].score.to_numpy()
+    return map_threshold(a.get("gt_mask"), a["anomaly_map"], labels, scores)
+
+
 def _examples(per_image: pd.DataFrame, n: int = 8) -> list[int]:
     rows = per_image.rename(columns={"path": "image_path"})
     return plots.pick_examples(rows, per_image.score.to_numpy(), n)
+
+
+NO_MASK = "no mask"  # a _grid_figure cell: the ground truth of a test set with image labels only
+
+
+def _truth(a: dict[str, Any], i: int) -> np.ndarray | str:
+    """Image i's ground-truth cell."""
+    return a["gt_mask"][i] if "gt_mask" in a else NO_MASK
 
 
 def _norm01(a: np.ndarray) -> np.ndarray:
@@ -131,9 +149,9 @@ def figure2_segmentation(run: Run, path: Path) -> Path:
     idx = _examples(a["per_image"])
     size = a["anomaly_map"].shape[-1]
     images = load_images(a["per_image"].path.iloc[idx].tolist(), size)
-    thr = pixel_threshold(a["gt_mask"], a["anomaly_map"])
+    thr = _threshold(a)
     vmax = float(a["anomaly_map"].max())
-    cells = [[images[k], a["gt_mask"][i], a["anomaly_map"][i] / vmax, a["anomaly_map"][i] >= thr]
+    cells = [[images[k], _truth(a, i), a["anomaly_map"][i] / vmax, a["anomaly_map"][i] >= thr]
              for k, i in enumerate(idx)]  # fmt: skip
     titles = [f"{a['per_image'].defect_type.iloc[i]} (T_hat {a['per_image'].t_hat.iloc[i]})" for i in idx]
     return _grid_figure(cells, ["input", "ground truth", "anomaly map", "predicted mask"], titles, path)
@@ -168,9 +186,8 @@ def figure6_fixed_steps(run: Run, path: Path) -> Path | None:
         arr = full if v == FULL else _eval_arrays(vroot / variant_dir(v))
         if arr["per_image"].path.tolist() != full["per_image"].path.tolist():
             raise ValueError(f"{vroot / variant_dir(v)}: test images differ from the full method's")
-        thr = pixel_threshold(arr["gt_mask"], arr["anomaly_map"])
-        masks[v] = arr["anomaly_map"][idx] >= thr
-    cells = [[images[k], full["gt_mask"][i], *[masks[v][k] for v in have]] for k, i in enumerate(idx)]
+        masks[v] = arr["anomaly_map"][idx] >= _threshold(arr)
+    cells = [[images[k], _truth(full, i), *[masks[v][k] for v in have]] for k, i in enumerate(idx)]
     titles = [str(full["per_image"].defect_type.iloc[i]) for i in idx]
     cols = ["input", "ground truth", *[v.replace(" T_max", "").replace(" (full method)", "") for v in have]]
     return _grid_figure(cells, cols, titles, path)

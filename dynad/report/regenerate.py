@@ -69,7 +69,8 @@ def regenerate(
     abl = []
     for r in runs:
         if r.ablations.is_file():
-            df = pd.read_csv(r.ablations, keep_default_na=False)
+            # "NA" may name a defect type; an empty metric is one not computed (image labels only: no pixel metrics)
+            df = pd.read_csv(r.ablations, keep_default_na=False, na_values={m: [""] for m in METRICS})
             df.insert(0, "dataset", r.dataset)
             abl.append(df)
     columns = ["dataset", "category", "variant", "table", "defect_type", *METRICS]

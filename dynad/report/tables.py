@@ -274,11 +274,17 @@ def localization_split(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, 
     return df.set_index("defect_type").loc[order].reset_index()
 
 
+LOCALIZATION_COLUMNS = ("defect_type", "images", "share", "pixel_auroc", "background", "within")
+
+
 def localization_table(eval_dir: str | Path) -> pd.DataFrame:
-    """`localization_split` of one run's test maps (eval_dir/maps.npz, per_image.csv)."""
+    """`localization_split` of one run's test maps (eval_dir/maps.npz, per_image.csv); no rows for a test set with
+    image labels only (its maps.npz has no gt_mask)."""
     eval_dir = Path(eval_dir)
     rows = pd.read_csv(eval_dir / "per_image.csv", keep_default_na=False)  # a defect type may be called "NA"
     with np.load(eval_dir / "maps.npz") as z:
+        if "gt_mask" not in z:
+            return pd.DataFrame(columns=list(LOCALIZATION_COLUMNS))
         maps, masks = z["anomaly_map"].astype(np.float32), z["gt_mask"]
     if len(rows) != len(maps):
         raise ValueError(f"{eval_dir}: per_image.csv has {len(rows)} rows but maps.npz {len(maps)} maps")
@@ -305,6 +311,8 @@ def dataset_metrics(dataset_dir: str | Path) -> pd.DataFrame:
             rows.append({"category": cat.name, **{k: m[k] for k in (*METRICS, "knn_baseline_image_auroc")},
                          **{f"patch_knn_{k}": _patch_knn(m).get(k, np.nan) for k in METRICS}})  # fmt: skip
     df = pd.DataFrame(rows, columns=["category", *METRICS, "knn_baseline_image_auroc", *[f"patch_knn_{k}" for k in METRICS]])
+    numbers = df.columns.drop("category")
+    df[numbers] = df[numbers].astype(float)  # None (image labels only: no pixel metrics) -> NaN, skipped by the mean
     if len(df):
         df = pd.concat([df, pd.DataFrame([{"category": "mean", **df.drop(columns="category").mean().to_dict()}])])
     return df.reset_index(drop=True)
