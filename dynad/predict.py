@@ -107,12 +107,16 @@ def run_threshold(pipeline_path: Path, pipe: DynAD, quantile: float | None = Non
 
 
 def heat_overlay(image: Image.Image, amap: np.ndarray, threshold: float) -> Image.Image:
-    """The RGB image with the map (H, W) over it: jet of map / (2 threshold), so the threshold is mid-scale."""
+    """The RGB image with the map (H, W) over it, half and half: jet of map / (2 threshold), so the threshold is
+    mid-scale. In 8-bit integers through jet's 256-colour table (matplotlib's own lookup, floor(x N)): on a 48 MP
+    image, matplotlib's float RGBA copy took 11 s and 1.5 GB."""
     import matplotlib
 
-    heat = matplotlib.colormaps["jet"](np.clip(amap / max(2 * threshold, 1e-12), 0, 1))[..., :3]  # (H, W, 3)
-    rgb = np.asarray(image, dtype=np.float32) / 255
-    return Image.fromarray((255 * (0.5 * rgb + 0.5 * heat)).round().astype(np.uint8))
+    jet = matplotlib.colormaps["jet"]
+    table = np.round(255 * jet(np.arange(jet.N))[:, :3]).astype(np.uint16)  # (256, 3)
+    index = np.clip(amap * np.float32(jet.N / max(2 * threshold, 1e-12)), 0, jet.N - 1).astype(np.uint8)  # (H, W)
+    rgb = np.asarray(image, dtype=np.uint16)  # (H, W, 3)
+    return Image.fromarray(((rgb + table[index] + 1) >> 1).astype(np.uint8))
 
 
 def _output_names(paths: list[Path]) -> list[str]:

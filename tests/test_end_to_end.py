@@ -256,6 +256,21 @@ def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, ti
     assert pd.read_csv(odd.parent / "predictions.csv").name.tolist() == ["wide.png"]
 
 
+def test_predict_overlay_is_half_image_half_jet_of_the_map_over_twice_the_threshold():
+    """The 8-bit colour-table overlay against matplotlib's float colours (within rounding), maps below 0 and above
+    twice the threshold included."""
+    import matplotlib
+
+    from dynad.predict import heat_overlay
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    amap = rng.uniform(-0.2, 1.5, (20, 30)).astype(np.float32)
+    expected = 255 * (0.5 * rgb / 255 + 0.5 * matplotlib.colormaps["jet"](np.clip(amap / 0.8, 0, 1))[..., :3])
+    got = np.asarray(heat_overlay(Image.fromarray(rgb), amap, threshold=0.4)).astype(float)
+    assert got.shape == rgb.shape and np.abs(got - expected).max() <= 1.0
+
+
 def test_predict_overlays_16_bit_images_as_their_8_bit_twins(tiny_run, tmp_path):
     """A 16-bit greyscale image scores and is drawn by its range: its overlay is its 8-bit twin's, not white."""
     from dynad.predict import predict
