@@ -5,7 +5,8 @@
         for T_max, eta in grid:                              reconstruct the validation images at each pair
             for lam, sigma, gamma in grid:                   re-combine the same raw maps (no new inference)
                 objective = mean(validation image AUROC, validation pixel AUROC)
-    -> tune.csv (every row), tuned.yaml (the preset with the best row's settings; its header says how it was chosen)
+    -> tune.csv (every row), tuned.yaml (the preset with the best row's settings; its header says how it was chosen);
+       an earlier tuning's two files in the same folder are kept as tune.previous.csv and tuned.previous.yaml
 
 With a time budget, a training setting whose fit took longer is scored and listed but not chosen. Models reused
 from --models count only their loading time, so a budget judges training time in a fresh models folder (the
@@ -19,6 +20,7 @@ training statistics, as a new image is scored.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import sys
 import time
@@ -130,6 +132,7 @@ def tune(
               f"decide it; more training images or a larger validation.fraction (now {cfg.validation.fraction:g}) "
               f"make it firmer", file=sys.stderr)  # fmt: skip
     table = pd.DataFrame(rows).sort_values("objective", ascending=False, kind="stable").reset_index(drop=True)
+    _keep_previous(out)
     with atomic_write(out / "tune.csv", "w") as f:
         table.drop(columns="setting").to_csv(f, index=False)
     eligible = table[table.within_budget]
@@ -142,6 +145,20 @@ def tune(
     write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", n_val, best["fit_seconds"],
                        len(settings), budget_minutes)  # fmt: skip
     return best
+
+
+TUNE_FILES = {"tune.csv": "tune.previous.csv", "tuned.yaml": "tuned.previous.yaml"}  # file -> where it is kept
+
+
+def _keep_previous(out: Path) -> None:
+    """An earlier tuning's files in `out` become tune.previous.csv and tuned.previous.yaml (one level: the tuning
+    before that is replaced), so that tuning again with another grid does not erase the last choice unseen."""
+    earlier = [name for name in TUNE_FILES if (out / name).is_file()]
+    for name in earlier:
+        os.replace(out / name, out / TUNE_FILES[name])
+    if earlier:
+        kept = " and ".join(TUNE_FILES[name] for name in earlier)
+        print(f"the earlier tuning's {' and '.join(earlier)} in {out} are kept as {kept}", file=sys.stderr)
 
 
 def _check_grid(configs: list[ExperimentConfig], grid: dict[str, list[Any]]) -> None:

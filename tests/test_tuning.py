@@ -73,6 +73,13 @@ def test_a_training_axis_fits_each_setting_and_the_tuned_preset_keeps_the_chosen
              budget_minutes=1e-4, progress=False)  # 6 ms: loading the models takes longer  # fmt: skip
     assert len(pd.read_csv(tmp_path / "b" / "tune.csv")) == 2  # every row kept, none chosen
 
+    # Tuning again into the same folder keeps the earlier tuning beside the new one (it was replaced unseen).
+    first = (tmp_path / "tune.csv").read_text(), tuned
+    tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=models,
+         grid={**grid, "denoiser.epochs": [4]}, progress=False)  # fmt: skip
+    assert ((tmp_path / "tune.previous.csv").read_text(), (tmp_path / "tuned.previous.yaml").read_text()) == first
+    assert pd.read_csv(tmp_path / "tune.csv")["denoiser.epochs"].tolist() == [4]
+
 
 def test_dynad_tune_says_when_no_training_setting_fits_the_budget(shared_data, tmp_path, one_thread, capsys):
     root, models = shared_data
