@@ -20,8 +20,8 @@ Supported layouts: MVTec AD (also the built-in "synthetic" data and any MVTec-li
 with split_csv/1cls.csv, or converted to the MVTec-like layout by VisA's own prepare script), BTAD, and the
 Magnetic Tile Defect data set (split: every 5th sorted MT_Free image is a test image).
 
-Images load as (3, S, S) float32 in [-1, 1] (bilinear resize of the whole image, no crop); masks as (1, S, S) in
-{0, 1}. A mask file is read by its data set's value convention (`MASK_ENCODING`): greyscale 0/255 (MVTec AD, BTAD,
+Images load as (3, S, S) float32 in [-1, 1] (bilinear resize of the whole image, no crop), turned as an EXIF
+Orientation tag says (as viewers show them); masks as (1, S, S) in {0, 1}. A mask file is read by its data set's value convention (`MASK_ENCODING`): greyscale 0/255 (MVTec AD, BTAD,
 Magnetic Tile; defect where the value is above half scale) or class values (VisA's published masks hold 0/1 or small
 integers: any non-zero pixel is defect). "auto" (every other layout) reads a file whose largest value is below half
 scale as class values, since /255 > 0.5 would empty it. A "folder" data set's masks may be any image file
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 
 class DatasetError(ValueError):
@@ -363,7 +363,9 @@ def _open(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy()
+            # As every viewer and annotation tool shows it: phone and camera JPEGs store the picture sideways with an
+            # EXIF Orientation tag, and a mask drawn on the shown picture would otherwise land elsewhere.
+            return ImageOps.exif_transpose(im)
     except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, EOFError, ... on corrupt data
         raise DatasetError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
 
@@ -480,10 +482,15 @@ def check_mask_covers_image(image: str | Path, mask: str | Path) -> None:
                            "have its image's shape (the same size, or the same aspect ratio at another scale)")
 
 
+_ORIENTATION = 0x0112  # the EXIF tag; values 5 to 8 turn the picture by a quarter
+
+
 def _header_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) as `_open` returns the image (EXIF orientation applied), from the header."""
     try:
         with Image.open(path) as im:  # reads the header only
-            return im.size
+            w, h = im.size
+            return (h, w) if im.getexif().get(_ORIENTATION) in (5, 6, 7, 8) else (w, h)
     except Exception as e:
         raise DatasetError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
 

@@ -26,6 +26,7 @@ from dynad.data import (
     load_mask,
     make_index,
     mask_is_empty,
+    open_rgb,
 )
 from dynad.experiment import load_split
 
@@ -342,6 +343,32 @@ def test_folder_with_image_labels_only(tmp_path):
     shutil.rmtree(bottle / "ground_truth")
     with raises_naming(bottle / "test" / "broken" / "000.png", "no mask"):
         make_index("mvtec", tmp_path / "mvtec", "bottle")
+
+
+def test_exif_orientation_is_applied_to_images_and_in_the_mask_shape_check(tmp_path):
+    """A phone JPEG stores the picture sideways with EXIF Orientation 6 (shown turned 90 degrees clockwise); a mask
+    drawn on the shown picture is tall where the stored image is wide. It was refused as another aspect ratio, and
+    on a square photo it would have been read a quarter turn away from its defect."""
+    stored = np.zeros((20, 30, 3), np.uint8)  # (H, W, 3): wide as stored
+    stored[:, :10] = 255  # the stored left third: shown at the top after a clockwise quarter turn
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    cat = tmp_path / "phone"
+    write_image(cat / "train" / "good" / "a.png")
+    write_image(cat / "test" / "good" / "b.png")
+    image = cat / "test" / "dent" / "c.jpg"
+    image.parent.mkdir(parents=True)
+    Image.fromarray(stored).save(image, exif=exif, quality=100)
+    shown = np.zeros((30, 20), np.uint8)  # (H, W): tall, as shown
+    shown[:10] = 255
+    (cat / "ground_truth" / "dent").mkdir(parents=True)
+    Image.fromarray(shown).save(cat / "ground_truth" / "dent" / "c_mask.png")
+    index = make_index("folder", tmp_path, "phone")
+    item = ImageDataset(index, 12)[int(np.flatnonzero(index.label == 1)[0])]
+    bright = item["image"].mean(0) > 0  # (12, 12) where the picture is white
+    assert bright[:3].all() and not bright[5:].any()  # the top, as shown
+    assert torch.equal(item["mask"][0].bool(), bright)
+    assert open_rgb(image).size == (20, 30)  # dynad predict's overlays are drawn on the shown picture too
 
 
 def test_folder_masks_in_other_image_formats(tmp_path):
