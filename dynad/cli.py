@@ -295,9 +295,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback from wherever torch was
-        print(f"\ninterrupted: what was written is kept (results only when complete, checkpoints every "
-              f"checkpoint_every epochs); the same command goes on from there", file=sys.stderr)  # fmt: skip
+        print(f"\ninterrupted: {INTERRUPTED[args.command]}", file=sys.stderr)
         return 130
+
+
+# What each command keeps when Ctrl-C stops it, and what running it again does.
+INTERRUPTED = {
+    "run": "what was written is kept (results only when complete, checkpoints every checkpoint_every epochs); "
+           "the same command goes on from there",
+    "tune": "what was written is kept (trained models, checkpoints every checkpoint_every epochs; tune.csv and "
+            "tuned.yaml only at the end); the same command goes on from there",
+    "reproduce": "finished notebooks are kept; the same command reruns only what is missing",
+    "synth": "nothing was changed: the data set is written in a temporary folder and moved into place when complete",
+    "predict": "overlays and masks written so far are kept; predictions.csv and summary.json are written at the "
+               "end, so run the command again",
+}
 
 
 if __name__ == "__main__":

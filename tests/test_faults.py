@@ -495,6 +495,27 @@ def test_truncated_checkpoint_is_named_moved_aside_and_retrained(tmp_path):
     assert torch.load(ckpt, weights_only=False)["complete"]
 
 
+@pytest.mark.parametrize("command, says", [
+    ("predict", "predictions.csv and summary.json are written at the end"),
+    ("synth", "nothing was changed"),
+    ("reproduce", "finished notebooks are kept"),
+])  # fmt: skip
+def test_ctrl_c_says_what_each_command_keeps(monkeypatch, capsys, command, says):
+    """The line spoke of checkpoints for every command, also for `dynad predict` and `dynad synth`, which have none."""
+    from dynad import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"_{command}", interrupted)
+    argv = {"predict": ["predict", "run", "x.png", "--out", "o"], "synth": ["synth"], "reproduce": ["reproduce"]}
+    assert cli_main(argv[command]) == 130
+    line = cli.INTERRUPTED[command]
+    assert capsys.readouterr().err.strip() == f"interrupted: {line}" and says in line
+    subcommands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert set(subcommands) == set(cli.INTERRUPTED)  # a new command needs its line
+
+
 def test_ctrl_c_is_one_line_and_keeps_the_checkpoint(shared_data, tmp_path):
     """Ctrl-C during training printed a 30-line traceback ending in torch's autograd engine."""
     import signal
