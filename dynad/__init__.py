@@ -15,3 +15,8 @@ def __getattr__(name: str):
 
         return DynAD
     raise AttributeError(f"module 'dynad' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """What `dir(dynad)` and tab completion show, the lazily loaded DynAD included."""
+    return sorted({*globals(), "DynAD"})
