@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides
-from dynad.experiment import fit_pipeline, is_complete, run_experiment, run_identity
+from dynad.experiment import fit_pipeline, is_complete, read_results_csv, run_experiment, run_identity
 from dynad.provenance import atomic_write
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
@@ -91,7 +91,7 @@ def run_ablations(
                            save_pipeline=False, figures=False, baselines=False, fitted=(pipe, train, test))  # fmt: skip
         metrics = pd.read_json(run_dir / "metrics.json", typ="series")
         rows.append({"variant": name, "table": table, "defect_type": "all", **{m: metrics[m] for m in METRICS}})
-        per_defect = pd.read_csv(run_dir / "per_defect.csv")
+        per_defect = read_results_csv(run_dir / "per_defect.csv")
         for _, r in per_defect.iterrows():
             rows.append({"variant": name, "table": table, "defect_type": r.defect_type, **{m: r[m] for m in METRICS}})
     df = pd.DataFrame(rows)

@@ -179,6 +179,13 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, masks: torch.Tensor | None,
     return metrics.evaluate(labels, scores, masks.numpy(), maps, pro_method=pro_method)
 
 
+def read_results_csv(path: str | Path) -> pd.DataFrame:
+    """A per-defect or ablations CSV: "NA", "None" or "null" may name a defect type (pandas would read them as
+    missing), and only an empty cell is a missing value, such as a pixel metric of a test set with image labels
+    only."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
 def per_defect_table(test: dict, scores: np.ndarray, maps: np.ndarray, pro_method: str) -> pd.DataFrame:
     """Each defect type against the normal test images."""
     rows, masks = test["rows"], test["masks"]

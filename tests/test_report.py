@@ -70,3 +70,17 @@ def test_regenerating_without_any_run_says_so_and_writes_the_papers_tables(tmp_p
     assert {"tables/main_visa.md", "tables/main_btad.md"} <= set(written)  # the data sets TARGETS.md has tables of
     manifest = json.loads((tmp_path / "results" / "demo" / "manifest.json").read_text())
     assert manifest["runs"] == []
+
+
+def test_a_defect_type_named_like_a_missing_value_keeps_its_name(tmp_path):
+    """pandas reads "NA", "None" or "null" as missing: a defect folder so named lost its name in notebook 04's
+    table and in the ablation tables; only an empty cell (a pixel metric not computed) is missing."""
+    from dynad.report.tables import category_metrics
+
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "n_test": 6, "image_auroc": 0.9, "pixel_auroc": None, "pro": None, "knn_baseline_image_auroc": 0.8}))
+    (tmp_path / "per_defect.csv").write_text(
+        "defect_type,n,image_auroc,pixel_auroc,pro\nNA,2,0.75,,\nNone,2,1.0,,\nnull,2,0.5,,\n")
+    table = category_metrics(tmp_path)
+    assert table.defect_type.tolist() == ["all", "NA", "None", "null"]
+    assert table.image_auroc.tolist() == [0.9, 0.75, 1.0, 0.5] and table.pixel_auroc.isna().all()

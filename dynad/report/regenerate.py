@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from dynad.config import ExperimentConfig, from_dict
+from dynad.experiment import read_results_csv
 from dynad.provenance import git_commit, versions, write_json, write_text
 from dynad.report.figures import (
     PIPELINE_FIGURES, figure2_segmentation, figure5_knn_histograms, figure6_fixed_steps, figure8_scaling_vs_step,
@@ -69,8 +70,7 @@ def regenerate(
     abl = []
     for r in runs:
         if r.ablations.is_file():
-            # "NA" may name a defect type; an empty metric is one not computed (image labels only: no pixel metrics)
-            df = pd.read_csv(r.ablations, keep_default_na=False, na_values={m: [""] for m in METRICS})
+            df = read_results_csv(r.ablations)
             df.insert(0, "dataset", r.dataset)
             abl.append(df)
     columns = ["dataset", "category", "variant", "table", "defect_type", *METRICS]

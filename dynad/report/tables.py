@@ -25,6 +25,7 @@ import pandas as pd
 from dynad import metrics as mt
 from dynad.config import DICConfig
 from dynad.dic import DynamicConditioning
+from dynad.experiment import read_results_csv
 from dynad.report.runs import Run
 from dynad.report.targets import METRICS, SPACE_ORDER, TABLE4_ORDER, TABLE5_FLAGS, TABLE5_ORDER, load_targets
 from dynad.synthetic import DEFECT_TYPES
@@ -260,7 +261,7 @@ def category_metrics(eval_dir: str | Path) -> pd.DataFrame:
     m = json.loads((eval_dir / "metrics.json").read_text())
     rows = [{"defect_type": "all", "n": m.get("n_test"), **{k: m[k] for k in METRICS},
              "knn_baseline_image_auroc": m.get("knn_baseline_image_auroc")}]  # fmt: skip
-    per_defect = pd.read_csv(eval_dir / "per_defect.csv")
+    per_defect = read_results_csv(eval_dir / "per_defect.csv")
     for _, r in per_defect.iterrows():
         rows.append({"defect_type": r.defect_type, "n": int(r.n), **{k: r[k] for k in METRICS}})
     return pd.DataFrame(rows)
