@@ -21,14 +21,15 @@ with split_csv/1cls.csv, or converted to the MVTec-like layout by VisA's own pre
 Magnetic Tile Defect data set (split: every 5th sorted MT_Free image is a test image).
 
 Images load as (3, S, S) float32 in [-1, 1] (bilinear resize of the whole image, no crop), turned as an EXIF
-Orientation tag says (as viewers show them); masks as (1, S, S) in {0, 1}. A mask file is read by its data set's value convention (`MASK_ENCODING`): greyscale 0/255 (MVTec AD, BTAD,
-Magnetic Tile; defect where the value is above half scale) or class values (VisA's published masks hold 0/1 or small
-integers: any non-zero pixel is defect). "auto" (every other layout) reads a file whose largest value is below half
-scale as class values, since /255 > 0.5 would empty it. A "folder" data set's masks may be any image file
-(`<name>_mask.<ext>` or `<name>.<ext>`). A mask is then resized so that no defect pixel vanishes ("area": an output
-pixel is defect when any defect pixel lies in its footprint) or, as the paper and the reference code do, bilinearly
-and then thresholded ("bilinear"). A mask of another aspect ratio than its image is a DatasetError (its defects
-would land in the wrong place); one at another scale of the same shape is resized with it.
+Orientation tag says (as viewers show them); masks as (1, S, S) in {0, 1}. A mask file is read by its data set's
+value convention (`MASK_ENCODING`): greyscale 0/255 (MVTec AD, BTAD, Magnetic Tile; defect where the value is above
+half scale) or class values (VisA's published masks hold 0/1 or small integers: any non-zero pixel is defect).
+"auto" (every other layout) reads a file whose largest value is below half scale as class values, since /255 > 0.5
+would empty it. A "folder" data set's masks may be any image file (`<name>_mask.<ext>` or `<name>.<ext>`). A mask is
+then resized so that no defect pixel vanishes ("area": an output pixel is defect when any defect pixel lies in its
+footprint) or, as the paper and the reference code do, bilinearly and then thresholded ("bilinear"). A mask of
+another aspect ratio than its image is a DatasetError (its defects would land in the wrong place); one at another
+scale of the same shape is resized with it.
 """
 
 from __future__ import annotations

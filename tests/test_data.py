@@ -334,7 +334,8 @@ def test_folder_with_image_labels_only(tmp_path):
         make_index("folder", tmp_path, "my_widget")
     (cat / "test" / "OK").rmdir()
     write_mask(cat / "ground_truth" / "dent" / "c_mask.png")  # masks for some types: all anomalous images need one
-    with raises_naming(cat / "test" / "scratch" / "d.jpg", "no mask", "no ground_truth/ folder at all is read with image labels only"):
+    with raises_naming(cat / "test" / "scratch" / "d.jpg", "no mask", "no ground_truth/ folder at all is read with "
+                       "image labels only"):  # fmt: skip
         make_index("folder", tmp_path, "my_widget")
     write_mask(cat / "ground_truth" / "scratch" / "d.png")
     assert has_masks(make_index("folder", tmp_path, "my_widget"))
