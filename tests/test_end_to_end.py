@@ -437,5 +437,7 @@ def test_a_category_with_image_labels_only_scores_images_as_with_masks(tiny_root
     assert manifest["skipped"] == [] and {"figures/fig2_segmentation_folder_board.png",
                                           "figures/fig6_fixed_steps_folder_board.png"} <= set(written)  # fmt: skip
     table4 = pd.read_csv(tmp_path / "results" / "tiny" / "tables" / "table4_folder.csv")
+    main = (tmp_path / "results" / "tiny" / "tables" / "main_folder.md").read_text()
+    assert "board: image labels only (no ground_truth/), so no pixel AUROC or PRO" in main
     ours = table4.dropna(subset=["image_auroc"])  # the other rows hold the paper's numbers only
     assert ours.variant.tolist() == ["fixed 50% T_max", "DIC (full method)"] and table4.pixel_auroc.isna().all()

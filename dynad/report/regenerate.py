@@ -61,6 +61,9 @@ def regenerate(
         if d in targets["main"]:
             note += (" paper: the D3AD column of the paper; diff = ours - paper in percentage points"
                      " (our mean is over the categories we ran).")
+        if labels_only := sorted(r.category for r in runs if r.dataset == d and r.metrics.get("image_labels_only")):
+            note += (f" {', '.join(labels_only)}: image labels only (no ground_truth/), so no pixel AUROC or PRO; the"
+                     f" mean row's pixel columns are over the other categories.")
         for p in write_table(t, tables, f"main_{d}", f"{d}: dynad vs the paper (D3AD)", note):
             written[f"tables/{p.name}"] = p
         if d in targets.get("comparison", {}):
