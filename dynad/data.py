@@ -204,6 +204,14 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def _check_not_nested(folder: Path, exts: tuple[str, ...]) -> None:
+    """Raise when a sub-folder of an image folder holds images (one per camera or batch): they would go unread."""
+    if nested := [d.name for d in _subdirs(folder) if _files(d, exts)]:
+        names = ", ".join(nested[:3]) + (", ..." if len(nested) > 3 else "")
+        raise DatasetError(f"{folder} holds the folder(s) {names} with images: images in sub-folders are not read, "
+                           f"they go in {folder} itself")  # fmt: skip
+
+
 # Names of test/ folders that sound normal: with image labels only, every folder but test/good is anomalous, so one
 # of these is more likely a misnamed normal folder than a defect type.
 _NORMAL_SOUNDING = {"ok", "okay", "normal", "nominal", "defect_free", "defect-free", "no_defect", "pass", "clean"}
@@ -222,6 +230,7 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree, labels_only_allowed: b
             names = ", ".join(nested[:3]) + (", ..." if len(nested) > 3 else "")
             hint = f"; it holds the folder(s) {names}: images in sub-folders are not read, they go in {train_dir} itself"
         raise DatasetError(f"no training images in {train_dir} (looked for {'/'.join(tree.image_exts)} files){hint}")
+    _check_not_nested(train_dir, tree.image_exts)
     rows = [_row("train", category, "good", p, None) for p in train]
 
     test_dir = cat_dir / "test"
@@ -230,6 +239,7 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree, labels_only_allowed: b
     claimed: dict[Path, Path] = {}  # mask -> its image
     for type_dir in _subdirs(test_dir):
         images = _files(type_dir, tree.image_exts)
+        _check_not_nested(type_dir, tree.image_exts)
         if type_dir.name == tree.normal:
             rows += [_row("test", category, "good", p, None) for p in images]
             continue

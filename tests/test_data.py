@@ -497,6 +497,14 @@ def test_no_training_images(tmp_path):
     with raises_naming(tmp_path / "bottle" / "train" / "good",
                        "it holds the folder(s) camera1: images in sub-folders are not read"):  # fmt: skip
         make_index("mvtec", tmp_path, "bottle")
+    # Beside images of their own, such folders went unread without a word, in train/good and in test/<type>.
+    write_image(tmp_path / "bottle" / "train" / "good" / "000.png")
+    with raises_naming(tmp_path / "bottle" / "train" / "good", "holds the folder(s) camera1 with images"):
+        make_index("mvtec", tmp_path, "bottle")
+    shutil.rmtree(tmp_path / "bottle" / "train" / "good" / "camera1")
+    write_image(tmp_path / "bottle" / "test" / "crack" / "2024-05" / "007.png")
+    with raises_naming(tmp_path / "bottle" / "test" / "crack", "holds the folder(s) 2024-05 with images"):
+        make_index("mvtec", tmp_path, "bottle")
 
 
 def test_no_training_images_mtd(tmp_path):
