@@ -154,11 +154,15 @@ def _keep_previous(out: Path) -> None:
     """An earlier tuning's files in `out` become tune.previous.csv and tuned.previous.yaml (one level: the tuning
     before that is replaced), so that tuning again with another grid does not erase the last choice unseen."""
     earlier = [name for name in TUNE_FILES if (out / name).is_file()]
-    for name in earlier:
-        os.replace(out / name, out / TUNE_FILES[name])
-    if earlier:
-        kept = " and ".join(TUNE_FILES[name] for name in earlier)
-        print(f"the earlier tuning's {' and '.join(earlier)} in {out} are kept as {kept}", file=sys.stderr)
+    if not earlier:
+        return
+    for name, kept_as in TUNE_FILES.items():  # both from the same tuning: an older one's leftover goes
+        if name in earlier:
+            os.replace(out / name, out / kept_as)
+        else:
+            (out / kept_as).unlink(missing_ok=True)
+    kept = " and ".join(TUNE_FILES[name] for name in earlier)
+    print(f"the earlier tuning's {' and '.join(earlier)} in {out} are kept as {kept}", file=sys.stderr)
 
 
 def _check_grid(configs: list[ExperimentConfig], grid: dict[str, list[Any]]) -> None:

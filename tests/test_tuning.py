@@ -79,6 +79,11 @@ def test_a_training_axis_fits_each_setting_and_the_tuned_preset_keeps_the_chosen
          grid={**grid, "denoiser.epochs": [4]}, progress=False)  # fmt: skip
     assert ((tmp_path / "tune.previous.csv").read_text(), (tmp_path / "tuned.previous.yaml").read_text()) == first
     assert pd.read_csv(tmp_path / "tune.csv")["denoiser.epochs"].tolist() == [4]
+    # An earlier tuning that chose nothing (over budget: tune.csv alone) leaves no older tuned.previous.yaml beside it.
+    (tmp_path / "b" / "tuned.previous.yaml").write_text("# from an older tuning\n")
+    tune(load_preset("tiny"), "synthetic", root, "board", tmp_path / "b", models_dir=models,
+         grid={**grid, "denoiser.epochs": [4]}, progress=False)  # fmt: skip
+    assert (tmp_path / "b" / "tune.previous.csv").is_file() and not (tmp_path / "b" / "tuned.previous.yaml").exists()
 
 
 def test_dynad_tune_says_when_no_training_setting_fits_the_budget(shared_data, tmp_path, one_thread, capsys):
