@@ -204,12 +204,16 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def _first_names(folders: list[Path]) -> str:
+    """The first three folder names, for a message."""
+    return ", ".join(d.name for d in folders[:3]) + (", ..." if len(folders) > 3 else "")
+
+
 def _check_not_nested(folder: Path, exts: tuple[str, ...]) -> None:
     """Raise when a sub-folder of an image folder holds images (one per camera or batch): they would go unread."""
-    if nested := [d.name for d in _subdirs(folder) if _files(d, exts)]:
-        names = ", ".join(nested[:3]) + (", ..." if len(nested) > 3 else "")
-        raise DatasetError(f"{folder} holds the folder(s) {names} with images: images in sub-folders are not read, "
-                           f"they go in {folder} itself")  # fmt: skip
+    if nested := [d for d in _subdirs(folder) if _files(d, exts)]:
+        raise DatasetError(f"{folder} holds the folder(s) {_first_names(nested)} with images: images in sub-folders "
+                           f"are not read, they go in {folder} itself")  # fmt: skip
 
 
 # Names of test/ folders that sound normal: with image labels only, every folder but test/good is anomalous, so one
@@ -226,9 +230,9 @@ def _read_tree(cat_dir: Path, category: str, tree: _Tree, labels_only_allowed: b
         if others or _files(train_dir.parent, tree.image_exts):
             held = f"the folder(s) {', '.join(others)}" if others else "image files"
             hint = f"; {train_dir.parent} holds {held}: the normal training images go in {train_dir}"
-        elif nested := [d.name for d in _subdirs(train_dir)]:  # e.g. one sub-folder per camera or batch
-            names = ", ".join(nested[:3]) + (", ..." if len(nested) > 3 else "")
-            hint = f"; it holds the folder(s) {names}: images in sub-folders are not read, they go in {train_dir} itself"
+        elif nested := _subdirs(train_dir):  # e.g. one sub-folder per camera or batch
+            hint = (f"; it holds the folder(s) {_first_names(nested)}: images in sub-folders are not read, they go in "
+                    f"{train_dir} itself")
         raise DatasetError(f"no training images in {train_dir} (looked for {'/'.join(tree.image_exts)} files){hint}")
     _check_not_nested(train_dir, tree.image_exts)
     rows = [_row("train", category, "good", p, None) for p in train]
