@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="DATASET",
                    help=f"{', '.join(DATASETS)} (default: those --root names, else the preset's)")
     q.add_argument("--categories", nargs="+",
-                   help="default: every category of each data set (folder: each sub-folder of its root)")
+                   help="default: every category of each data set (folder: each sub-folder of its root); with "
+                        "several data sets, each runs in those that have it")
     q.add_argument("--root", action="append", type=_root_pair, metavar="DATASET=PATH", help="data set folder")
     q.add_argument("--runs", type=Path, default=Path("runs"), help="where the runs go (default: %(default)s)")
     q.add_argument("--results", type=Path, default=Path("results"), help="tables and figures (default: %(default)s)")

@@ -113,7 +113,7 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
                            f"(its MT_* folders are the defect types)")  # fmt: skip
     if known is not None and category not in known:
         # What the folder holds is what the user can pick; the standard names only when there is no folder.
-        present = category_folders(root)
+        present = _present_categories(dataset, root)
         if category in present:  # the user's own data in the benchmark's layout: the folder data set reads it
             raise DatasetError(f"unknown {dataset} category {category!r} ({dataset}'s are {', '.join(known)}); "
                                f"for your own data in the MVTec layout, such as {Path(root) / category}, use "
@@ -133,7 +133,7 @@ def make_index(dataset: str, root: str | Path, category: str) -> pd.DataFrame:
             raise DatasetError(f"category {category!r} is not a folder name inside {root}")
         cat_dir = root / category
         if not cat_dir.is_dir():
-            present = ", ".join(category_folders(root)) or "no folders"
+            present = ", ".join(_present_categories(dataset, root)) or "no folders"
             hint = is_a_category_folder(root) or _root_one_level_down(root, category)
             raise DatasetError(f"category folder {cat_dir} does not exist ({root} holds: {present})"
                                + (f"; {hint}" if hint else ""))  # fmt: skip
@@ -172,6 +172,11 @@ def category_folders(root: str | Path) -> list[str]:
     """The visible subfolders of `root`, sorted ([] when root is not a folder)."""
     root = Path(root).expanduser()
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+
+
+def _present_categories(dataset: str, root: str | Path) -> list[str]:
+    """The category folders of `root` for a message: VisA's split_csv/ (its published split table) is not one."""
+    return [c for c in category_folders(root) if not (dataset == "visa" and c == "split_csv")]
 
 
 def _row(split: str, category: str, defect_type: str, image: Path, mask: Path | None, label: int | None = None) -> dict:

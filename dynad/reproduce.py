@@ -352,6 +352,7 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
     from dynad.results import ensure_data
 
     tasks, name = [], preset_name(preset)
+    owners = _owners(datasets, categories, roots)
     for dataset in datasets:
         error, root = None, roots.get(dataset)
         if root is None and dataset != "synthetic":
@@ -365,7 +366,10 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
                 error = str(e)
         if not (error or categories) and dataset == "folder":  # its train/, test/ would be taken for categories
             error = is_a_category_folder(root) or None
-        cats = list(categories) if categories else default_categories(dataset, None if error else root)
+        cats = [c for c in categories if dataset in owners[c]] if categories else default_categories(
+            dataset, None if error else root)
+        if categories and not cats:  # every named category belongs to another of the data sets
+            continue
         # Each category's files are checked here, so that a category missing from the folder (a partial download, a
         # mistyped name, a root one level up) fails in a line instead of starting a notebook kernel.
         cat_errors = {} if error else {cat: _index_error(dataset, root, cat) for cat in cats}
@@ -384,6 +388,17 @@ def _tasks(preset, datasets, categories, roots, runs, overrides, notebooks, mode
             tasks.append(Task(preset, dataset, cat, str(Path(root).resolve()), str(run_dir),
                               list(overrides), list(notebooks), models_dir, cat_errors[cat], threads))  # fmt: skip
     return tasks
+
+
+def _owners(datasets, categories, roots) -> dict[str, list[str]]:
+    """Per named category, the data sets that run it: with several data sets (`--categories 01 pcb1` for BTAD and
+    VisA), those whose categories include it; one that none has runs in every data set, whose error then lists
+    what each root holds."""
+    categories = list(categories or [])
+    if len(datasets) < 2:
+        return {c: list(datasets) for c in categories}
+    have = {d: set(default_categories(d, roots.get(d))) for d in datasets}
+    return {c: [d for d in datasets if c in have[d]] or list(datasets) for c in categories}
 
 
 def _refuse_other_settings(tasks: list[Task], cfg: ExperimentConfig) -> None:
@@ -443,8 +458,8 @@ def reproduce(
 
     `models`: one folder of trained models shared by every run (and between reproductions: model files are named by
     a hash of their data and settings, so sharing is safe); by default each run keeps its own in <run_dir>/models.
-    `datasets`: by default those `roots` names, else the preset's. `categories` apply to every data set in
-    `datasets`; by default every category (a `folder` data set's: the sub-folders of its root).
+    `datasets`: by default those `roots` names, else the preset's. `categories`: by default every category (a `folder` data set's: the sub-folders of its root); with several data
+    sets, each named category runs in those that have it (in all, if none has it: their errors say what each holds).
     `threads`: torch threads of every run (the config's `threads`, passed to each notebook; None: the preset's). Torch's
     CPU results depend on the thread count (reductions split differently), so a reproduction is bit-identical on the
     same CPU at the same count, and equals `dynad run` and notebook 00 at that count.

@@ -574,6 +574,34 @@ def test_visa_no_layout_names_both(tmp_path):
         make_index("visa", tmp_path, "candle")
 
 
+def test_visa_published_layout_names_its_categories_without_split_csv(tmp_path):
+    visa_published_tree(tmp_path)
+    with pytest.raises(DatasetError, match=r"holds: candle, pcb1\)$"):
+        make_index("visa", tmp_path, "01")
+
+
+def test_reproduce_runs_each_named_category_in_the_data_sets_that_have_it(tmp_path):
+    """`--categories 01 pcb1` with BTAD and VisA roots ran 01 in VisA and pcb1 in BTAD too, as failed categories."""
+    from dynad.reproduce import _tasks
+
+    visa_published_tree(tmp_path / "visa")
+    for split, kind in (("train", "ok"), ("test", "ok"), ("test", "ko")):
+        write_image(tmp_path / "btad" / "01" / split / kind / "0000.bmp")
+    write_mask(tmp_path / "btad" / "01" / "ground_truth" / "ko" / "0000.png")
+    roots = {"btad": str(tmp_path / "btad"), "visa": str(tmp_path / "visa")}
+
+    def tasks(categories):
+        return [(t.dataset, t.category, t.error) for t in
+                _tasks("tiny", ["btad", "visa"], categories, roots, tmp_path / "runs", [], [], None, None)]
+
+    assert tasks(["01", "pcb1"]) == [("btad", "01", None), ("visa", "pcb1", None)]
+    # A BTAD category missing from its root fails there only; a category of neither in each, saying what each holds.
+    assert tasks(["02", "bottle"]) == [
+        ("btad", "(all)", f"none of its 2 categories can run; 02: category folder {tmp_path / 'btad' / '02'} does "
+                          f"not exist ({tmp_path / 'btad'} holds: 01)"),
+        ("visa", "bottle", f"unknown visa category 'bottle' ({tmp_path / 'visa'} holds: candle, pcb1)")]
+
+
 def test_visa_published_faults(tmp_path):
     csv = visa_published_tree(tmp_path)
     mask = tmp_path / "candle" / "Data" / "Masks" / "Anomaly" / "001.png"
