@@ -458,8 +458,9 @@ def reproduce(
 
     `models`: one folder of trained models shared by every run (and between reproductions: model files are named by
     a hash of their data and settings, so sharing is safe); by default each run keeps its own in <run_dir>/models.
-    `datasets`: by default those `roots` names, else the preset's. `categories`: by default every category (a `folder` data set's: the sub-folders of its root); with several data
-    sets, each named category runs in those that have it (in all, if none has it: their errors say what each holds).
+    `datasets`: by default those `roots` names, else the preset's. `categories`: by default every category (a
+    `folder` data set's: the sub-folders of its root); with several data sets, each named category runs in those that
+    have it (in all, if none has it: their errors say what each holds).
     `threads`: torch threads of every run (the config's `threads`, passed to each notebook; None: the preset's). Torch's
     CPU results depend on the thread count (reductions split differently), so a reproduction is bit-identical on the
     same CPU at the same count, and equals `dynad run` and notebook 00 at that count.

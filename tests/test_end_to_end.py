@@ -439,5 +439,6 @@ def test_a_category_with_image_labels_only_scores_images_as_with_masks(tiny_root
     table4 = pd.read_csv(tmp_path / "results" / "tiny" / "tables" / "table4_folder.csv")
     main = (tmp_path / "results" / "tiny" / "tables" / "main_folder.md").read_text()
     assert "board: image labels only (no ground_truth/), so no pixel AUROC or PRO" in main
+    assert main.startswith("### folder: dynad and its peers\n")  # no paper numbers for the user's own data
     ours = table4.dropna(subset=["image_auroc"])  # the other rows hold the paper's numbers only
     assert ours.variant.tolist() == ["fixed 50% T_max", "DIC (full method)"] and table4.pixel_auroc.isna().all()

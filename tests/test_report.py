@@ -50,6 +50,22 @@ def test_comparison_table_adds_the_peers_rows_and_paper_tables_are_named():
     assert "paper_image_auroc" in table3_btad([], targets).columns
 
 
+def test_main_table_mean_difference_compares_the_same_categories():
+    """With BTAD's 01 alone (88.88 against the paper's 98.9), the mean row's diff was 88.88 - 95.2 (the paper's mean
+    over its three categories): -6.3 instead of 01's -10.0."""
+    targets = load_targets()
+    paper = targets["main"]["btad"]
+    one = main_table([Run("btad", "01", Path("01"), _metrics(0.8888, None))], "btad", targets).set_index("category")
+    assert one.loc["01", "diff_image_auroc"] == pytest.approx(88.88 - paper["01"]["image_auroc"])
+    assert one.loc["mean", "diff_image_auroc"] == pytest.approx(one.loc["01", "diff_image_auroc"])
+    assert one.loc["mean", "paper_image_auroc"] == paper["mean"]["image_auroc"]  # the paper's column stays the paper's
+    runs = [Run("btad", c, Path(c), _metrics(0.9 + 0.02 * i, None)) for i, c in enumerate(("01", "02", "03"))]
+    every = main_table(runs, "btad", targets).set_index("category")
+    assert every.loc["mean", "diff_image_auroc"] == pytest.approx(92.0 - paper["mean"]["image_auroc"])
+    (method,) = [m for m in comparison_table(runs[:1], "btad", targets).method if m.startswith("dynad")]
+    assert method == "dynad (this reproduction, 1 category)"
+
+
 def test_peers_table_reads_metrics_json(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(_metrics(0.9, 0.6)))
     t = peers_table(tmp_path)

@@ -59,12 +59,14 @@ def regenerate(
         t = PAPER_MAIN_TABLES[d](runs, targets) if d in PAPER_MAIN_TABLES else main_table(runs, d, targets)
         note = "Percent. `ours`: 1 where this reproduction ran the category (mean row: how many of them)."
         if d in targets["main"]:
-            note += (" paper: the D3AD column of the paper; diff = ours - paper in percentage points"
-                     " (our mean is over the categories we ran).")
+            note += (" paper: the D3AD column of the paper; diff = ours - paper in percentage points (our mean is"
+                     " over the categories we ran; when they are not the paper's, the mean row's diff is the mean of"
+                     " the categories' diffs).")
         if labels_only := sorted(r.category for r in runs if r.dataset == d and r.metrics.get("image_labels_only")):
             note += (f" {', '.join(labels_only)}: image labels only (no ground_truth/), so no pixel AUROC or PRO; the"
                      f" mean row's pixel columns are over the other categories.")
-        for p in write_table(t, tables, f"main_{d}", f"{d}: dynad vs the paper (D3AD)", note):
+        title = f"{d}: dynad vs the paper (D3AD)" if d in targets["main"] else f"{d}: dynad and its peers"
+        for p in write_table(t, tables, f"main_{d}", title, note):
             written[f"tables/{p.name}"] = p
         if d in targets.get("comparison", {}):
             c = PAPER_COMPARISON_TABLES[d](runs, targets) if d in PAPER_COMPARISON_TABLES else comparison_table(runs, d, targets)
