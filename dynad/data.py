@@ -447,9 +447,12 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
 def _mask_values(path: str | Path, encoding: str) -> tuple[np.ndarray, np.ndarray]:
     """The stored mask as (soft value in [0, 1], defect) arrays (H, W), read by its value convention."""
     im = _open(path)
-    # Single-channel files keep their stored values (a palette file its class indices); colour ones go to grey.
-    raw = np.asarray(im if im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L") else im.convert("L"))
-    raw = raw.astype(np.float64)  # (H, W)
+    # Single-channel files keep their stored values (a palette file its class indices). Colour ones are read by
+    # their brightest channel: a red annotation's grey value (76) would pass for a class index, and then the JPEG
+    # ringing around it for defect pixels too.
+    single = im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L")
+    raw = np.asarray(im) if single else np.asarray(im.convert("RGB")).max(axis=2)  # (H, W, 3) -> (H, W)
+    raw = raw.astype(np.float64)
     full = 255.0 if raw.max() <= 255 else 65535.0  # 8- or 16-bit greyscale
     if encoding == "auto":
         encoding = "class" if 0 < raw.max() < full / 2 else "grey"

@@ -181,6 +181,16 @@ def test_class_value_masks(tmp_path):
         assert torch.equal(load_mask(tmp_path / "grey.png", 8, encoding=encoding), expected), encoding
 
 
+def test_colour_masks_are_read_by_their_brightest_channel(tmp_path):
+    """A red annotation saved as JPEG read three times too large here (1,906 pixels for 640): its grey value (76)
+    passed for a class index, so every pixel of the JPEG ringing around it above 0 was a defect."""
+    for colour in ((255, 0, 0), (0, 0, 255)):
+        m = np.zeros((64, 64, 3), np.uint8)
+        m[20:36, 10:50] = colour  # 640 defect pixels
+        Image.fromarray(m).save(tmp_path / "m.jpg", quality=75)
+        assert load_mask(tmp_path / "m.jpg", 64).sum() == pytest.approx(640, rel=0.01), colour
+
+
 def visa_published_tree(root: Path, mask_writer=write_mask) -> Path:
     lines = ["object,split,label,image,mask"]
     for cat in ("candle", "pcb1"):
