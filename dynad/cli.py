@@ -159,6 +159,11 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if s["skipped"] else 0
 
 
+def _category(text: str) -> str:
+    """A category name as typed; the shell's tab completion ends a folder name with '/', which is not part of it."""
+    return text.rstrip("/\\") or text
+
+
 def _root_pair(text: str) -> tuple[str, str]:
     from dynad.data import DATASETS
 
@@ -206,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder of normal photographs, taken in path order: the first become training images, "
                         "the next normal test images, the next get one defect type each (spot, scratch, patch, "
                         "missing) with its mask; writes OUT/CATEGORY")
-    s.add_argument("--category", default="surface", help="with --from-images: the category folder (default: %(default)s)")
+    s.add_argument("--category", default="surface", type=_category,
+                   help="with --from-images: the category folder (default: %(default)s)")
     s.set_defaults(func=_synth)
 
     r = sub.add_parser("run", help="train, adapt, fit the kNN and evaluate one category")
@@ -214,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", choices=DATASETS, default="synthetic",
                    help="the folder layout of --root (default: %(default)s, the built-in data set)")
     r.add_argument("--root", help="data set folder (synthetic: the project's data/synthetic, generated when omitted)")
-    r.add_argument("--category",
+    r.add_argument("--category", type=_category,
                    help="a category folder inside --root, e.g. bottle (mvtec), board or tiles (synthetic); required "
                         "unless --dry-run")
     r.add_argument("--out", type=Path, help="output folder (required unless --dry-run)")
@@ -238,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", choices=DATASETS, default="synthetic",
                    help="the folder layout of --root (default: %(default)s)")
     t.add_argument("--root", help="data set folder")
-    t.add_argument("--category", required=True, help="a category folder inside --root")
+    t.add_argument("--category", required=True, type=_category, help="a category folder inside --root")
     t.add_argument("--out", type=Path, required=True, help="output folder: tune.csv, tuned.yaml, models/")
     t.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
     t.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -254,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--preset", default="demo", help="the preset of every run (default: %(default)s)")
     q.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="DATASET",
                    help=f"{', '.join(DATASETS)} (default: those --root names, else the preset's)")
-    q.add_argument("--categories", nargs="+",
+    q.add_argument("--categories", nargs="+", type=_category,
                    help="default: every category of each data set (folder: each sub-folder of its root); with "
                         "several data sets, each runs in those that have it")
     q.add_argument("--root", action="append", type=_root_pair, metavar="DATASET=PATH", help="data set folder")

@@ -43,6 +43,17 @@ def test_a_mistyped_synthetic_root_is_an_error_not_a_new_data_set(tmp_path: Path
     assert not typo.exists() and not (tmp_path / "o").exists()
 
 
+def test_a_category_typed_with_the_shells_trailing_slash_is_that_category() -> None:
+    """Tab completion writes `--category board/`: it was refused as "not a folder name inside" the root."""
+    from dynad.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["run", "--category", "board/"]).category == "board"
+    assert parse(["tune", "--category", "board/", "--out", "o"]).category == "board"
+    assert parse(["reproduce", "--categories", "board/", "tiles"]).categories == ["board", "tiles"]
+    assert parse(["synth", "--out", "o", "--category", "surface/"]).category == "surface"
+
+
 def test_help_has_a_description_examples_and_every_option_explained(capsys) -> None:
     with pytest.raises(SystemExit):
         cli_main(["--help"])
