@@ -170,7 +170,8 @@ def load_pretrained_vae(source: str) -> Autoencoder:
             f"folder of sd-vae-ft-mse (config.json + diffusion_pytorch_model.safetensors) somewhere and pass "
             f"--set autoencoder.source=/path/to/sd-vae-ft-mse, or fill the Hugging Face cache on a machine with "
             f"internet (huggingface-cli download stabilityai/sd-vae-ft-mse) and copy ~/.cache/huggingface here. "
-            f"Use autoencoder.source=taef2 (shipped with dynad) or autoencoder.source=train to train a small one instead. "
+            f"Use autoencoder.source=taef2 (shipped with dynad) or autoencoder.source=train to train a small one "
+            f"instead. "
             f"({type(e).__name__}: {e})"
         ) from e
 

@@ -103,7 +103,8 @@ def _faults(cfg: ExperimentConfig, n_train: int | None, n_held: int) -> list[str
              den.norm_num_groups, f"must divide every width of denoiser.block_out_channels ({c})")  # fmt: skip
     at_least("denoiser.layers_per_block", den.layers_per_block, 1)
     if den.max_train_timestep is not None:
-        need(1 <= den.max_train_timestep <= T, "denoiser.max_train_timestep", den.max_train_timestep, f"must be in 1..{T}")
+        need(1 <= den.max_train_timestep <= T, "denoiser.max_train_timestep", den.max_train_timestep,
+             f"must be in 1..{T}")
         need(dic.t_max <= den.max_train_timestep, "dic.t_max", dic.t_max,
              f"must be <= denoiser.max_train_timestep ({den.max_train_timestep}): the denoiser never saw larger steps")
     at_least("denoiser.attention_head_dim", den.attention_head_dim, 1)

@@ -29,7 +29,8 @@ def _synth(args: argparse.Namespace) -> int:
     from dynad import synthetic
     from dynad.config import ConfigError
 
-    counts = {k: getattr(args, k) for k in ("n_train", "n_test_good", "n_test_per_defect") if getattr(args, k) is not None}
+    counts = {k: getattr(args, k) for k in ("n_train", "n_test_good", "n_test_per_defect")
+              if getattr(args, k) is not None}
     if args.from_images is not None:
         if not args.from_images.is_dir():
             raise ConfigError(f"dynad synth --from-images: {args.from_images} is not a folder")
@@ -204,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, help="image size in px (default: 128; 256 with --from-images)")
     s.add_argument("--n-train", type=int, help="normal training images (default: 120; 150 with --from-images)")
     s.add_argument("--n-test-good", type=int, help="normal test images (default: 20; 40 with --from-images)")
-    s.add_argument("--n-test-per-defect", type=int, help="test images per defect type (default: 10; 15 with --from-images)")
+    s.add_argument("--n-test-per-defect", type=int,
+                   help="test images per defect type (default: 10; 15 with --from-images)")
     s.add_argument("--seed", type=int, default=0,
                    help="random seed of the images and defects (default: %(default)s)")
     s.add_argument("--from-images", type=Path, metavar="DIR",
@@ -268,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--results", type=Path, default=Path("results"), help="tables and figures (default: %(default)s)")
     q.add_argument("--jobs", type=int, default=1, help="categories run in parallel (local executor)")
     q.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: processes on this machine; ray: one Ray task per category (pip install -e '.[cluster]')")
+                   help="local: processes on this machine; ray: one Ray task per category "
+                        "(pip install -e '.[cluster]')")
     q.add_argument("--address", help="Ray cluster address (default: start a local one; 'auto': the one running here)")
     q.add_argument("--threads", type=int, help="torch CPU threads of every run (= --set threads=N; the preset's by "
                    "default, 1; CPU numbers depend on it)")  # fmt: skip
@@ -282,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, required=True, help="output folder")
     d.add_argument("--threshold", type=float, help="image-score threshold (default: the run's, see dynad/predict.py)")
     d.add_argument("--quantile", type=float, help="training-score quantile when the run has no validation threshold "
-                                                    "(default: the run's predict.threshold_quantile, 0.99)")  # fmt: skip
+                   "(default: the run's predict.threshold_quantile, 0.99)")  # fmt: skip
     d.add_argument("--batch-size", type=int, help="images per batch (default: the run's data.batch_size)")
     d.add_argument("--device", help="cpu, cuda, ... (default: the run's device setting)")
     d.set_defaults(func=_predict)

@@ -45,7 +45,8 @@ class DataConfig:
 class AutoencoderConfig:
     # "train": a small AutoencoderKL trained on the category; "taef2": the pretrained tiny autoencoder shipped with
     # dynad; otherwise a folder (a TAESD-family <name>_encoder/decoder.pth pair, a diffusers AutoencoderTiny or
-    # AutoencoderKL) or a Hugging Face repo id found in the local cache (e.g. "stabilityai/sd-vae-ft-mse"); never downloaded.
+    # AutoencoderKL) or a Hugging Face repo id found in the local cache (e.g. "stabilityai/sd-vae-ft-mse"); never
+    # downloaded.
     source: str = "stabilityai/sd-vae-ft-mse"
     scaling_factor: float | None = 0.18215  # z0 = s * E(x0); SD v1's value; None: 1 / std of the training latents
     posterior: str = "mean"  # "mean" (deterministic) or "sample" (the reference code)
@@ -74,7 +75,8 @@ class DenoiserConfig:
     up_block_types: tuple[str, ...] = ("UpBlock2D",) + ("AttnUpBlock2D",) * 4
     attention_head_dim: int = 96  # 8 heads at 768 channels
     norm_num_groups: int = 32
-    resnet_time_scale_shift: str = "scale_shift"  # guided-diffusion's use_scale_shift_norm (diffusers default: "default")
+    # guided-diffusion's use_scale_shift_norm (diffusers default: "default")
+    resnet_time_scale_shift: str = "scale_shift"
     dropout: float = 0.0
     # Training (AdamW, section 1).
     epochs: int = 300
@@ -162,7 +164,8 @@ class AnomalyMapConfig:
     lam: float = 0.85  # A = lam * latent map + (1 - lam) * feature map
     sigma: float = 4.0
     kernel_size: int = 33
-    normalization: str = "test_set"  # min-max over the test set (paper), or "train" (training statistics: one image alone)
+    # min-max over the test set (paper), or "train" (training statistics: one image alone)
+    normalization: str = "test_set"
     align_corners: bool = False  # of the maps' bilinear upsampling; the reference code uses True
     num_train_maps: int = 32  # training images reconstructed for the "train" statistics
     # gamma of A <- A * (max A)^gamma: each map scaled by its image's score (not in the paper, which is gamma 0). Every
@@ -202,7 +205,8 @@ class BaselineConfig:
 class PredictConfig:
     """`dynad predict` on new images: the threshold when the run has no validation pseudo-defects."""
 
-    threshold_quantile: float = 0.99  # this quantile of the training images' scores (normalised with training statistics)
+    # this quantile of the training images' scores (normalised with training statistics)
+    threshold_quantile: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -389,7 +393,8 @@ def from_dict(cls: type, d: dict[str, Any] | Any, prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known in this section: {', '.join(sorted(names))})")
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} "
+                          f"(known in this section: {', '.join(sorted(names))})")
     kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in d.items()}
     return cls(**kwargs)
 

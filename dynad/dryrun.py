@@ -6,7 +6,8 @@ It proves that the paper path runs end to end on a machine without the data or t
 step costs there: the 267 M-parameter UNet, sd-vae-ft-mse (its architecture with random weights when the weights
 are absent, labelled so), the ResNet-34 extractor (random when its file is absent, labelled so), `steps` optimizer
 steps of each trained stage at batch `batch` through dynad.training.train (without checkpoints), the kNN, and
-inference on a few images of the built-in synthetic data at the preset's image size. The numbers it prints are costs, never results.
+inference on a few images of the built-in synthetic data at the preset's image size. The numbers it prints are
+costs, never results.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int =
     train_images, test_images = _images(n_train, size, None, 0), _images(n_test, size, "missing", 1)
     run = {"device": cfg.device, "mixed_precision": mp, "accumulation_steps": cfg.gradient_accumulation_steps}
     meter, report = _Meter(device), {"preset": cfg.preset, "device": str(device), "image_size": size, "batch": batch,
-                                     "steps": steps, "dic_k": k, "weights": {}, "parameters": {}, "stages": {}}  # fmt: skip
+                                     "steps": steps, "dic_k": k, "weights": {}, "parameters": {},
+                                     "stages": {}}  # fmt: skip
     common = {"epochs": 1, "batch_size": batch, "checkpoint_every": 1, "seed": cfg.seed, "progress": progress, **run}
 
     # 1. Autoencoder: trained (small VAE), pretrained, or sd-vae-ft-mse's architecture with random weights.
@@ -143,7 +145,8 @@ def dry_run(cfg: ExperimentConfig, steps: int = 3, batch: int = 1, n_test: int =
     unet = build_unet(d, size // codec.downsampling, codec.latent_channels)
     report["parameters"]["denoiser"] = count_parameters(unet)
     meter.start()
-    loss = epsilon_loss(NoiseSchedule(d.num_train_timesteps, d.beta_start, d.beta_end), cfg.autoencoder.posterior == "sample")
+    loss = epsilon_loss(NoiseSchedule(d.num_train_timesteps, d.beta_start, d.beta_end),
+                        cfg.autoencoder.posterior == "sample")
     train(unet, moments, meter.wrap(loss), lr=d.lr, weight_decay=d.weight_decay, ckpt_path=None,
           config={}, desc="denoiser", **common)  # fmt: skip
     report["stages"]["denoiser"] = meter.stop()

@@ -337,7 +337,8 @@ def run_experiment(
     plots.knn_histogram(dic_info, figs / "knn_histogram.png", title=f"{dataset}/{category}")
     plots.training_curves(pipe.provenance["losses"], figs / "training_curves.png")
     if val_report is not None:
-        plots.validation_check(val_report, figs / "validation.png", title=f"{dataset}/{category}: validation self-check")
+        plots.validation_check(val_report, figs / "validation.png",
+                               title=f"{dataset}/{category}: validation self-check")
     picks = plots.pick_examples(rows, scores, cfg.eval.num_figures) if figures else []
     if picks:
         rec = pipe.infer(test["images"][picks], generator=torch.Generator().manual_seed(cfg.seed))

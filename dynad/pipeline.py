@@ -195,8 +195,8 @@ class DynAD:
             epochs, lr = d.finetune_epochs, d.finetune_lr
         schedule = NoiseSchedule(d.num_train_timesteps, d.beta_start, d.beta_end)
         prov["losses"]["denoiser"] = train(
-            unet, moments, epsilon_loss(schedule, cfg.autoencoder.posterior == "sample", d.max_train_timestep), epochs=epochs,
-            batch_size=d.batch_size, lr=lr, weight_decay=d.weight_decay, ckpt_path=path, config=den_key,
+            unet, moments, epsilon_loss(schedule, cfg.autoencoder.posterior == "sample", d.max_train_timestep),
+            epochs=epochs, batch_size=d.batch_size, lr=lr, weight_decay=d.weight_decay, ckpt_path=path, config=den_key,
             checkpoint_every=d.checkpoint_every, seed=cfg.seed, desc="denoiser", progress=progress,
             ema_decay=d.ema_decay, **run,
         )  # fmt: skip
@@ -303,7 +303,8 @@ class DynAD:
             feats_hat = self.extractor(x_hat)
             lat = am.latent_map(z0, z0_hat, size, align).cpu()
             feat = am.feature_map(feats, feats_hat, self.cfg.features.map_layers, size, align).cpu()
-        out = {"knn_distance": y, "bin": b, "t_hat": t, "reconstruction": x_hat.cpu(), "latent_map": lat, "feature_map": feat}
+        out = {"knn_distance": y, "bin": b, "t_hat": t, "reconstruction": x_hat.cpu(), "latent_map": lat,
+               "feature_map": feat}
         if keep_latents:
             out["z0"], out["z0_hat"] = z0.cpu(), z0_hat.cpu()
         return out
@@ -325,7 +326,8 @@ class DynAD:
             parts.append(out)
         parts = [p for shard in distributed.gather(parts) for p in shard]  # process order = image order
         return {
-            k: (np.concatenate([p[k] for p in parts]) if isinstance(parts[0][k], np.ndarray) else torch.cat([p[k] for p in parts]))
+            k: (np.concatenate([p[k] for p in parts]) if isinstance(parts[0][k], np.ndarray)
+                else torch.cat([p[k] for p in parts]))
             for k in parts[0]
         }
 

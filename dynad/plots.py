@@ -36,7 +36,8 @@ def to_rgb(x: torch.Tensor) -> np.ndarray:
     return ((x.float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
-def knn_histogram(dic: dict[str, Any], path: str | Path, title: str = "", ax: plt.Axes | None = None, pdf: bool = False):
+def knn_histogram(dic: dict[str, Any], path: str | Path, title: str = "", ax: plt.Axes | None = None,
+                  pdf: bool = False):
     """Figure 5: kNN distances y_bar of training vs test images (normal / anomalous), bin edges and T_hat marked."""
     own = ax is None
     if own:

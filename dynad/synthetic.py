@@ -76,7 +76,8 @@ def generate(out: str | Path, config: SynthConfig = SynthConfig(), progress: boo
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         # Never delete a folder we did not make (a real dataset, a typo'd path).
-        raise FileExistsError(f"{out} exists and is not a dynad synthetic dataset (no {MANIFEST}); refusing to replace it")
+        raise FileExistsError(f"{out} exists and is not a dynad synthetic dataset (no {MANIFEST}); "
+                              f"refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -103,7 +104,8 @@ def ensure(out: str | Path, config: SynthConfig = SynthConfig(), progress: bool 
     return generate(out, config, progress)
 
 
-def render(category: str, defect: str | None, image_size: int, seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def render(category: str, defect: str | None, image_size: int,
+           seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """One image as (uint8 HxWx3, bool HxW defect mask); `defect=None` gives a normal image and an empty mask.
 
     The scene, the defect and the photometric jitter draw from three separate streams of `seed`, so rendering the
@@ -257,7 +259,8 @@ def _photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class _TilesScene:
-    """Square terracotta tiles with light grout, random phase and per-tile shade; missing tiles expose the mortar bed."""
+    """Square terracotta tiles with light grout, random phase and per-tile shade; missing tiles expose the mortar
+    bed."""
 
     TILE: RGB = (0.80, 0.60, 0.42)
     GROUT: RGB = (0.74, 0.72, 0.68)  # light grout: tiles and grout both read as "light" to _contrast_colour
@@ -533,7 +536,8 @@ def _scratch(image: np.ndarray, rng: np.random.Generator, area: np.ndarray) -> n
     t = np.linspace(0, 1, 48)[:, None]
     points = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
     canvas = Image.new("L", (size, size))
-    ImageDraw.Draw(canvas).line([tuple(p) for p in points], fill=255, width=max(1, round(1.5 * size / 128)), joint="curve")
+    ImageDraw.Draw(canvas).line([tuple(p) for p in points], fill=255, width=max(1, round(1.5 * size / 128)),
+                                joint="curve")
     mask = np.asarray(canvas) > 0
     _paint(image, mask, _contrast_colour(image))
     return mask
@@ -648,7 +652,8 @@ def on_photographs(
             if defect is not None:
                 rng = np.random.default_rng(_seed(seed, category, split, index))
                 mask = _PHOTO_DEFECTS[defect](image, rng, full)
-                _save_png(tmp / "ground_truth" / defect / f"{index:03d}_mask.png", np.where(mask, 255, 0).astype(np.uint8))
+                _save_png(tmp / "ground_truth" / defect / f"{index:03d}_mask.png",
+                          np.where(mask, 255, 0).astype(np.uint8))
             _save_png(tmp / split / f"{index:03d}.png", np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
         (tmp / "sources.txt").write_text("".join(f"{s}/{i:03d}.png <- {p}\n" for (s, i, _), p in zip(jobs, used)))
         if left_out:

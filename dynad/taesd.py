@@ -59,7 +59,8 @@ def _down(pool: bool) -> list[nn.Module]:
 
 
 def _up(pool: bool) -> list[nn.Module]:
-    return [_Block(pool) for _ in range(3)] + [nn.Upsample(scale_factor=2), nn.Conv2d(_WIDTH, _WIDTH, 3, padding=1, bias=False)]
+    return [_Block(pool) for _ in range(3)] + [nn.Upsample(scale_factor=2),
+                                               nn.Conv2d(_WIDTH, _WIDTH, 3, padding=1, bias=False)]
 
 
 def tiny_encoder(latent_channels: int, pool: bool) -> nn.Sequential:
@@ -125,7 +126,8 @@ def load_tiny_autoencoder(folder: str | Path) -> TinyAutoencoder:
     folder = Path(folder)
     encoders = sorted(folder.glob("*_encoder.pth"))
     if len(encoders) != 1:
-        raise FileNotFoundError(f"{folder}: expected exactly one <name>_encoder.pth (and its _decoder.pth), found {len(encoders)}")
+        raise FileNotFoundError(f"{folder}: expected exactly one <name>_encoder.pth (and its _decoder.pth), "
+                                f"found {len(encoders)}")
     name = encoders[0].name[: -len("_encoder.pth")]
     dec_path = folder / f"{name}_decoder.pth"
     if not dec_path.is_file():

@@ -174,7 +174,8 @@ def pseudo_defect_set(held_out: torch.Tensor, donors: torch.Tensor, seed: int) -
     n = len(held_out)
     return ValidationSet(
         images=torch.cat([held_out, torch.stack(images)]) if n else held_out,
-        masks=torch.cat([torch.zeros(n, *held_out.shape[-2:], dtype=torch.bool), torch.stack(masks)]) if n else torch.zeros(0),
+        masks=torch.cat([torch.zeros(n, *held_out.shape[-2:], dtype=torch.bool),
+                         torch.stack(masks)]) if n else torch.zeros(0),
         labels=np.array([0] * n + [1] * n),
         families=["good"] * n + families,
     )

@@ -229,7 +229,8 @@ def figure7_noised_vs_noiseless(run: Run, pipe, path: Path) -> Path:
     rec_clean, rec_noise = [], []
     for k in range(len(idx)):
         rec_clean.append(dic_reconstructions(pipe, images[k : k + 1], t_hat=int(t[k]))[0][0])
-        rec_noise.append(dic_reconstructions(pipe.with_overrides({"reconstruction.start": "noise"}), images[k : k + 1], t_hat=int(t[k]))[0][0])
+        rec_noise.append(dic_reconstructions(pipe.with_overrides({"reconstruction.start": "noise"}), images[k : k + 1],
+                                             t_hat=int(t[k]))[0][0])
     cols = ["input", "noiseless start", "noised start"]
     vroot = run.folder / "ablations" / "variants"
     extra = []
@@ -245,7 +246,8 @@ def figure7_noised_vs_noiseless(run: Run, pipe, path: Path) -> Path:
     return _grid_figure(cells, cols, titles, path)
 
 
-def figure8_scaling_vs_step(run: Run, pipe, path: Path, n_images: int = 4, n_steps: int = 6) -> tuple[Path, pd.DataFrame]:
+def figure8_scaling_vs_step(run: Run, pipe, path: Path, n_images: int = 4,
+                            n_steps: int = 6) -> tuple[Path, pd.DataFrame]:
     """Mean latent reconstruction error |z0_hat - z0| vs the step T, noiseless vs noised start, normal vs anomalous."""
     a = _eval_arrays(run.eval)
     pi = a["per_image"]

@@ -29,7 +29,9 @@ from dynad.report.figures import (
 )
 from dynad.report.format import TABLE_SUFFIXES, write_table
 from dynad.report.runs import Run, find_runs, preset_runs_folder
-from dynad.report.tables import PAPER_COMPARISON_TABLES, PAPER_MAIN_TABLES, ablation_tables, comparison_table, main_table
+from dynad.report.tables import (
+    PAPER_COMPARISON_TABLES, PAPER_MAIN_TABLES, ablation_tables, comparison_table, main_table,
+)
 from dynad.report.targets import ABLATION_TITLES, METRICS, load_targets
 
 
@@ -69,7 +71,8 @@ def regenerate(
         for p in write_table(t, tables, f"main_{d}", title, note):
             written[f"tables/{p.name}"] = p
         if d in targets.get("comparison", {}):
-            c = PAPER_COMPARISON_TABLES[d](runs, targets) if d in PAPER_COMPARISON_TABLES else comparison_table(runs, d, targets)
+            c = (PAPER_COMPARISON_TABLES[d](runs, targets) if d in PAPER_COMPARISON_TABLES
+                 else comparison_table(runs, d, targets))
             for p in write_table(c, tables, f"comparison_{d}", f"{d}: method means"):
                 written[f"tables/{p.name}"] = p
     abl = []

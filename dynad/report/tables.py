@@ -302,7 +302,8 @@ def peers_table(eval_dir: str | Path) -> pd.DataFrame:
     rows = [{"method": "DynAD", **{k: m[k] for k in METRICS}},
             {"method": "kNN distance alone", "image_auroc": m.get("knn_baseline_image_auroc")}]  # fmt: skip
     if _patch_knn(m):
-        rows.append({"method": f"patch kNN (bank {_patch_knn(m)['bank']} patches)", **{k: _patch_knn(m)[k] for k in METRICS}})
+        rows.append({"method": f"patch kNN (bank {_patch_knn(m)['bank']} patches)",
+                     **{k: _patch_knn(m)[k] for k in METRICS}})
     return pd.DataFrame(rows, columns=["method", *METRICS])
 
 
@@ -315,7 +316,8 @@ def dataset_metrics(dataset_dir: str | Path) -> pd.DataFrame:
             m = json.loads(f.read_text())
             rows.append({"category": cat.name, **{k: m[k] for k in (*METRICS, "knn_baseline_image_auroc")},
                          **{f"patch_knn_{k}": _patch_knn(m).get(k, np.nan) for k in METRICS}})  # fmt: skip
-    df = pd.DataFrame(rows, columns=["category", *METRICS, "knn_baseline_image_auroc", *[f"patch_knn_{k}" for k in METRICS]])
+    df = pd.DataFrame(rows, columns=["category", *METRICS, "knn_baseline_image_auroc",
+                                     *[f"patch_knn_{k}" for k in METRICS]])
     numbers = df.columns.drop("category")
     df[numbers] = df[numbers].astype(float)  # None (image labels only: no pixel metrics) -> NaN, skipped by the mean
     if len(df):
