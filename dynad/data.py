@@ -450,8 +450,14 @@ def _mask_values(path: str | Path, encoding: str) -> tuple[np.ndarray, np.ndarra
     # Single-channel files keep their stored values (a palette file its class indices). Colour ones are read by
     # their brightest channel: a red annotation's grey value (76) would pass for a class index, and then the JPEG
     # ringing around it for defect pixels too.
+    # A layer with transparency (an annotation exported from an image editor) is read by its opacity: what is drawn
+    # is the defect, whatever colour the transparent pixels hold (often white, which read as a defect everywhere).
+    alpha = np.asarray(im.getchannel("A")) if im.mode in ("RGBA", "LA") else None
     single = im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L")
-    raw = np.asarray(im) if single else np.asarray(im.convert("RGB")).max(axis=2)  # (H, W, 3) -> (H, W)
+    if alpha is not None and alpha.min() < 255:
+        raw = alpha
+    else:
+        raw = np.asarray(im) if single else np.asarray(im.convert("RGB")).max(axis=2)  # (H, W, 3) -> (H, W)
     raw = raw.astype(np.float64)
     full = 255.0 if raw.max() <= 255 else 65535.0  # 8- or 16-bit greyscale
     if encoding == "auto":

@@ -183,12 +183,18 @@ def test_class_value_masks(tmp_path):
 
 def test_colour_masks_are_read_by_their_brightest_channel(tmp_path):
     """A red annotation saved as JPEG read three times too large here (1,906 pixels for 640): its grey value (76)
-    passed for a class index, so every pixel of the JPEG ringing around it above 0 was a defect."""
+    passed for a class index, so every pixel of the JPEG ringing around it above 0 was a defect. A layer with
+    transparency is read by its opacity."""
     for colour in ((255, 0, 0), (0, 0, 255)):
         m = np.zeros((64, 64, 3), np.uint8)
         m[20:36, 10:50] = colour  # 640 defect pixels
         Image.fromarray(m).save(tmp_path / "m.jpg", quality=75)
         assert load_mask(tmp_path / "m.jpg", 64).sum() == pytest.approx(640, rel=0.01), colour
+    # An annotation layer: red strokes on transparent white read as all defect (4,096 pixels), now by their opacity.
+    layer = np.full((64, 64, 4), (255, 255, 255, 0), np.uint8)
+    layer[20:36, 10:50] = (255, 0, 0, 255)
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    assert load_mask(tmp_path / "layer.png", 64).sum() == 640
 
 
 def visa_published_tree(root: Path, mask_writer=write_mask) -> Path:
