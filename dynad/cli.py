@@ -317,8 +317,8 @@ INTERRUPTED = {
             "tuned.yaml only at the end); the same command goes on from there",
     "reproduce": "finished notebooks are kept; the same command reruns only what is missing",
     "synth": "nothing was changed: the data set is written in a temporary folder and moved into place when complete",
-    "predict": "overlays and masks written so far are kept; predictions.csv and summary.json are written at the "
-               "end, so run the command again",
+    "predict": "the images scored so far are kept (predictions.partial.csv, overlays, masks); the same command "
+               "scores only the others",
 }
 
 

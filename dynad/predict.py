@@ -19,11 +19,17 @@ Writes into `out`:
     summary.json         counts, threshold and where it came from, skipped files, images per second, peak memory
 <name> is the input's stem and .png, with -2, -3, ... when stems repeat. A file that cannot be read is skipped with
 one line naming it; the others are still scored. A second prediction into the same `out` replaces the first's files.
+
+An interrupted prediction resumes: each batch's rows are appended to `predictions.partial.csv` as it is scored, so
+the same command again (the same run, threshold and image size; each earlier row's image among the inputs, under
+the same name) scores only the images that are not there yet; any other command into that folder starts afresh. The partial files are removed once predictions.csv is
+written.
 """
 
 from __future__ import annotations
 
 import glob
+import io
 import json
 import resource
 import sys
@@ -119,6 +125,51 @@ def heat_overlay(image: Image.Image, amap: np.ndarray, threshold: float) -> Imag
     return Image.fromarray(((rgb + table[index] + 1) >> 1).astype(np.uint8))
 
 
+class _Partial:
+    """predictions.partial.csv (the rows scored so far) and .json (what they were scored with), for resuming."""
+
+    def __init__(self, out: Path, pipeline: Path, threshold: float, size: int, paths: list[Path], names: list[str]):
+        self.csv, self.json = out / "predictions.partial.csv", out / "predictions.partial.json"
+        stat = pipeline.stat()
+        self.key = {"run": str(pipeline.resolve()), "run_bytes": stat.st_size, "run_mtime_ns": stat.st_mtime_ns,
+                    "threshold": threshold, "image_size": size}  # fmt: skip
+        self.out, self.index = out, {(str(p), f"{n}.png"): i for i, (p, n) in enumerate(zip(paths, names))}
+
+    def resume(self) -> dict[int, dict]:
+        """The rows of an interrupted attempt of this same prediction, by input index; {} when there is none."""
+        try:
+            if json.loads(self.json.read_text()) != self.key:
+                return {}
+            text = self.csv.read_text()
+            # Complete lines only: a kill while appending leaves the last one cut short.
+            table = pd.read_csv(io.StringIO(text[: text.rfind("\n") + 1]), keep_default_na=False)
+        except (OSError, ValueError):  # none, or unreadable: start afresh
+            return {}
+        if list(table.columns) != COLUMNS:
+            return {}
+        done = {}
+        for row in table.to_dict("records"):
+            i = self.index.get((row["path"], row["name"]))
+            if i is None or not all((self.out / d / row["name"]).is_file() for d in ("overlays", "masks")):
+                return {}  # an image list that has changed since, or pictures deleted since
+            done[i] = row
+        return done
+
+    def start(self, done: dict[int, dict]) -> None:
+        """Write the key, and the table with the rows kept from an earlier attempt (none when fresh)."""
+        write_json(self.json, self.key)
+        with atomic_write(self.csv, "w") as f:
+            pd.DataFrame([done[i] for i in sorted(done)], columns=COLUMNS).to_csv(f, index=False)
+
+    def append(self, rows: list[dict]) -> None:
+        with open(self.csv, "a") as f:
+            pd.DataFrame(rows, columns=COLUMNS).to_csv(f, index=False, header=False)
+
+    def remove(self) -> None:
+        self.csv.unlink(missing_ok=True)
+        self.json.unlink(missing_ok=True)
+
+
 def _output_names(paths: list[Path]) -> list[str]:
     """A unique file name per input: its stem, with -2, -3, ... for stems seen before."""
     seen: dict[str, int] = {}
@@ -164,29 +215,37 @@ def predict(
     if threshold is None:
         threshold, source = run_threshold(pipeline_path, pipe, quantile)
     run_folder.prepare_folder(out, 0, "output folder")  # a file there, or no write access: one line, before scoring
-    if (out / "summary.json").is_file():  # an earlier prediction: its overlays and masks would mix with these
+    size = pipe.cfg.data.image_size
+    batch_size = pipe.cfg.data.batch_size if batch_size is None else batch_size
+    names = _output_names(paths)
+    partial = _Partial(out, pipeline_path, threshold, size, paths, names)
+    done = partial.resume()
+    if done:
+        print(f"resuming: {len(done)} of {len(paths)} images were scored before ({partial.csv}); scoring the others",
+              file=sys.stderr)  # fmt: skip
+    elif (out / "summary.json").is_file() or partial.csv.is_file():  # an earlier prediction's pictures would mix in
         for old in [*(out / "overlays").glob("*.png"), *(out / "masks").glob("*.png")]:
             old.unlink()
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    size = pipe.cfg.data.image_size
-    batch_size = pipe.cfg.data.batch_size if batch_size is None else batch_size
-    names = _output_names(paths)
-    rows = []
+    partial.start(done)
+    rows = dict(done)  # input index -> row
     t0 = time.perf_counter()
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
-    for start in range(0, len(paths), batch_size):
+    todo = [i for i in range(len(paths)) if i not in done]
+    bar = tqdm(total=len(paths), initial=len(done), desc="predict", unit="img", disable=not progress)
+    for start in range(0, len(todo), batch_size):
         batch = []  # (index, tensor (3, S, S))
-        for i in range(start, min(start + batch_size, len(paths))):
+        for i in todo[start : start + batch_size]:
             try:
                 batch.append((i, load_image(paths[i], size)))
             except DatasetError as e:
                 bar.write(f"skipped {paths[i]}: {e}", file=sys.stderr)  # on a line of its own, above the bar
                 skipped.append({"path": str(paths[i]), "error": str(e)})
         if not batch:
-            bar.update(min(batch_size, len(paths) - start))
+            bar.update(len(todo[start : start + batch_size]))
             continue
         res = pipe.score(torch.stack([x for _, x in batch]))
+        new_rows = []
         for k, (i, _) in enumerate(batch):
             score = float(res["pred_score"][k])
             image = open_rgb(paths[i])  # decoded again at its own size, for the overlay
@@ -194,15 +253,20 @@ def predict(
                                  mode="bilinear", align_corners=False)[0, 0].numpy()  # (H, W) fmt: skip
             heat_overlay(image, amap, threshold).save(out / "overlays" / f"{names[i]}.png")
             Image.fromarray(((amap >= threshold) * 255).astype(np.uint8)).save(out / "masks" / f"{names[i]}.png")
-            rows.append({"path": str(paths[i]), "name": f"{names[i]}.png", "score": score,
-                         "is_anomalous": score >= threshold, "threshold": threshold,
-                         "knn_distance": float(res["knn_distance"][k]), "bin": int(res["bin"][k]),
-                         "t_hat": int(res["t_hat"][k])})  # fmt: skip
-        bar.update(min(batch_size, len(paths) - start))
+            rows[i] = {"path": str(paths[i]), "name": f"{names[i]}.png", "score": score,
+                       "is_anomalous": score >= threshold, "threshold": threshold,
+                       "knn_distance": float(res["knn_distance"][k]), "bin": int(res["bin"][k]),
+                       "t_hat": int(res["t_hat"][k])}  # fmt: skip
+            new_rows.append(rows[i])
+        partial.append(new_rows)  # after the batch's pictures, so a row in it means its files are written
+        bar.update(len(todo[start : start + batch_size]))
     bar.close()
     seconds = time.perf_counter() - t0
+    rows = [rows[i] for i in sorted(rows)]  # input order, whatever the earlier attempt scored
     with atomic_write(out / "predictions.csv", "w") as f:
         pd.DataFrame(rows, columns=COLUMNS).to_csv(f, index=False)
+    partial.remove()
+    n_new = len(rows) - len(done)
     summary = {
         "run": str(pipeline_path),
         "n_images": len(rows),
@@ -214,9 +278,10 @@ def predict(
         "batch_size": batch_size,
         "device": str(pipe.device),
         "threads": torch.get_num_threads(),
+        "resumed": len(done),  # images scored by an interrupted earlier attempt
         "seconds_scoring": seconds,
         "seconds_total": time.perf_counter() - t_start,
-        "images_per_second": len(rows) / seconds if seconds > 0 else None,
+        "images_per_second": n_new / seconds if seconds > 0 and n_new else None,
         "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
     }
     write_json(out / "summary.json", summary)

@@ -314,6 +314,50 @@ def test_predict_threshold_from_validation_or_given(tiny_run, tmp_path):
         with pytest.raises(PredictError, match=re.escape(message)):
             predict(copy, [image], tmp_path / "c", progress=False, **option)
     assert not (tmp_path / "c").exists()
+def test_an_interrupted_prediction_resumes_and_gives_the_uninterrupted_files(tiny_run, tiny_root, tmp_path,
+                                                                           monkeypatch, capsys):
+    """Ctrl-C during `dynad predict` lost every row scored so far (predictions.csv was written at the end only); the
+    same command now scores only the rest, and its files equal an uninterrupted prediction's. Another threshold, or
+    pictures deleted since, start afresh."""
+    from dynad.predict import predict
+
+    run, _ = tiny_run
+    images = sorted((tiny_root / "board" / "test").rglob("*.png"))[:7]
+    whole = predict(run, images, tmp_path / "whole", batch_size=3, progress=False)
+    score, calls = DynAD.score, []
+
+    def score_then_stop(self, x):  # Ctrl-C during the second batch
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return score(self, x)
+
+    monkeypatch.setattr(DynAD, "score", score_then_stop)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        predict(run, images, out, batch_size=3, progress=False)
+    assert len(pd.read_csv(out / "predictions.partial.csv")) == 3 and not (out / "predictions.csv").exists()
+    with open(out / "predictions.partial.csv", "a") as f:
+        f.write(str(images[3]) + ",00")  # a row cut short by a kill while appending
+    monkeypatch.setattr(DynAD, "score", score)
+    s = predict(run, images, out, batch_size=3, progress=False)
+    assert "resuming: 3 of 7 images were scored before" in capsys.readouterr().err
+    assert s["resumed"] == 3 and s["n_images"] == whole["n_images"] == 7
+    assert (out / "predictions.csv").read_bytes() == (tmp_path / "whole" / "predictions.csv").read_bytes()
+    for d in ("overlays", "masks"):
+        assert sorted(p.name for p in (out / d).iterdir()) == sorted(p.name for p in (tmp_path / "whole" / d).iterdir())
+    assert not list(out.glob("predictions.partial.*"))
+    # Pictures deleted since, or another threshold: no row of the interrupted attempt is kept.
+    for change, options in ((lambda: (out / "overlays" / "000.png").unlink(), {}), (lambda: None, {"threshold": 9.0})):
+        monkeypatch.setattr(DynAD, "score", score_then_stop)
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            predict(run, images, out, batch_size=3, progress=False)
+        change()
+        monkeypatch.setattr(DynAD, "score", score)
+        assert predict(run, images, out, batch_size=3, progress=False, **options)["resumed"] == 0
+
+
 def test_reference_fidelity_run_matches_the_official_code(tiny_root, tmp_path):
     """`--set fidelity=reference` end to end on the tiny category (every reference behaviour, training ones
     included), then its fitted DIC and sampler against the independent re-implementation on the same tensors."""

@@ -496,7 +496,7 @@ def test_truncated_checkpoint_is_named_moved_aside_and_retrained(tmp_path):
 
 
 @pytest.mark.parametrize("command, says", [
-    ("predict", "predictions.csv and summary.json are written at the end"),
+    ("predict", "the same command scores only the others"),
     ("synth", "nothing was changed"),
     ("reproduce", "finished notebooks are kept"),
 ])  # fmt: skip
