@@ -22,8 +22,8 @@ one line naming it; the others are still scored. A second prediction into the sa
 
 An interrupted prediction resumes: each batch's rows are appended to `predictions.partial.csv` as it is scored, so
 the same command again (the same run, threshold and image size; each earlier row's image among the inputs, under
-the same name) scores only the images that are not there yet; any other command into that folder starts afresh. The partial files are removed once predictions.csv is
-written.
+the same name) scores only the images that are not there yet; any other command into that folder starts afresh.
+The partial files are removed once predictions.csv is written.
 """
 
 from __future__ import annotations
@@ -232,35 +232,35 @@ def predict(
     rows = dict(done)  # input index -> row
     t0 = time.perf_counter()
     todo = [i for i in range(len(paths)) if i not in done]
-    bar = tqdm(total=len(paths), initial=len(done), desc="predict", unit="img", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        batch = []  # (index, tensor (3, S, S))
-        for i in todo[start : start + batch_size]:
-            try:
-                batch.append((i, load_image(paths[i], size)))
-            except DatasetError as e:
-                bar.write(f"skipped {paths[i]}: {e}", file=sys.stderr)  # on a line of its own, above the bar
-                skipped.append({"path": str(paths[i]), "error": str(e)})
-        if not batch:
+    # closed on Ctrl-C too, so that the bar is not drawn again below the `interrupted:` line
+    with tqdm(total=len(paths), initial=len(done), desc="predict", unit="img", disable=not progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = []  # (index, tensor (3, S, S))
+            for i in todo[start : start + batch_size]:
+                try:
+                    batch.append((i, load_image(paths[i], size)))
+                except DatasetError as e:
+                    bar.write(f"skipped {paths[i]}: {e}", file=sys.stderr)  # on a line of its own, above the bar
+                    skipped.append({"path": str(paths[i]), "error": str(e)})
+            if not batch:
+                bar.update(len(todo[start : start + batch_size]))
+                continue
+            res = pipe.score(torch.stack([x for _, x in batch]))
+            new_rows = []
+            for k, (i, _) in enumerate(batch):
+                score = float(res["pred_score"][k])
+                image = open_rgb(paths[i])  # decoded again at its own size, for the overlay
+                amap = F.interpolate(res["anomaly_map"][k][None, None].float(), size=(image.height, image.width),
+                                     mode="bilinear", align_corners=False)[0, 0].numpy()  # (H, W) fmt: skip
+                heat_overlay(image, amap, threshold).save(out / "overlays" / f"{names[i]}.png")
+                Image.fromarray(((amap >= threshold) * 255).astype(np.uint8)).save(out / "masks" / f"{names[i]}.png")
+                rows[i] = {"path": str(paths[i]), "name": f"{names[i]}.png", "score": score,
+                           "is_anomalous": score >= threshold, "threshold": threshold,
+                           "knn_distance": float(res["knn_distance"][k]), "bin": int(res["bin"][k]),
+                           "t_hat": int(res["t_hat"][k])}  # fmt: skip
+                new_rows.append(rows[i])
+            partial.append(new_rows)  # after the batch's pictures, so a row in it means its files are written
             bar.update(len(todo[start : start + batch_size]))
-            continue
-        res = pipe.score(torch.stack([x for _, x in batch]))
-        new_rows = []
-        for k, (i, _) in enumerate(batch):
-            score = float(res["pred_score"][k])
-            image = open_rgb(paths[i])  # decoded again at its own size, for the overlay
-            amap = F.interpolate(res["anomaly_map"][k][None, None].float(), size=(image.height, image.width),
-                                 mode="bilinear", align_corners=False)[0, 0].numpy()  # (H, W) fmt: skip
-            heat_overlay(image, amap, threshold).save(out / "overlays" / f"{names[i]}.png")
-            Image.fromarray(((amap >= threshold) * 255).astype(np.uint8)).save(out / "masks" / f"{names[i]}.png")
-            rows[i] = {"path": str(paths[i]), "name": f"{names[i]}.png", "score": score,
-                       "is_anomalous": score >= threshold, "threshold": threshold,
-                       "knn_distance": float(res["knn_distance"][k]), "bin": int(res["bin"][k]),
-                       "t_hat": int(res["t_hat"][k])}  # fmt: skip
-            new_rows.append(rows[i])
-        partial.append(new_rows)  # after the batch's pictures, so a row in it means its files are written
-        bar.update(len(todo[start : start + batch_size]))
-    bar.close()
     seconds = time.perf_counter() - t0
     rows = [rows[i] for i in sorted(rows)]  # input order, whatever the earlier attempt scored
     with atomic_write(out / "predictions.csv", "w") as f:
