@@ -156,7 +156,7 @@ def _predict(args: argparse.Namespace) -> int:
         return 2
     print(f"{s['n_images']} images scored, {s['n_anomalous']} anomalous at threshold {s['threshold']:.4g} "
           f"({s['threshold_source']}); {len(s['skipped'])} skipped; {s['images_per_second']:.2f} images/s")
-    print(f"results in {args.out} (predictions.csv, overlays/, masks/, summary.json)")
+    print(f"results in {args.out} (predictions.csv, overlays/, masks/, summary.json, summary.png)")
     return 1 if s["skipped"] else 0
 
 

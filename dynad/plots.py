@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from dynad.provenance import atomic_write  # noqa: E402
 
@@ -182,6 +183,34 @@ def validation_check(report: dict[str, Any], path: str | Path, title: str = "") 
     b.set_ylabel("mean error / on normal pixels")
     b.legend(fontsize=8)
     fig.suptitle(title or "validation self-check", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def prediction_summary(table: pd.DataFrame, shown: Sequence[str], overlays: str | Path, path: str | Path) -> Path:
+    """`dynad predict`'s look at a batch: the image scores against the threshold, and the overlays named `shown`
+    (its highest scores; read back from `overlays`, shrunk), so the images to inspect first are on one page."""
+    threshold = float(table.threshold.iloc[0])
+    top = table.set_index("name").loc[list(shown)].reset_index()
+    cols = max(1, min(4, len(top)))
+    rows = -(-len(top) // cols)  # ceil
+    fig = plt.figure(figsize=(3 + 2.2 * cols, max(2.8, 2.6 * rows)))
+    grid = fig.add_gridspec(max(rows, 1), cols + 2)
+    h = fig.add_subplot(grid[:, :2])
+    h.hist(table.score, bins=min(40, max(5, len(table) // 3)), color="tab:gray")
+    h.axvline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold:.4g}")
+    h.set_xlabel("image score")
+    h.set_ylabel("images")
+    h.set_title(f"{int(table.is_anomalous.sum())} of {len(table)} anomalous", fontsize=9)
+    h.legend(fontsize=7)
+    for k, r in enumerate(top.itertuples()):
+        ax = fig.add_subplot(grid[k // cols, 2 + k % cols])
+        with Image.open(Path(overlays) / r.name) as im:
+            im.thumbnail((256, 256))  # a 48-megapixel overlay shrunk on reading
+            ax.imshow(np.asarray(im.convert("RGB")))
+        ax.set_title(f"{r.name}\n{r.score:.3g}" + (" (anomalous)" if r.is_anomalous else ""), fontsize=7,
+                     color="tab:red" if r.is_anomalous else "k")  # fmt: skip
+        ax.axis("off")
     fig.tight_layout()
     return save(fig, path)
 

@@ -17,6 +17,7 @@ Writes into `out`:
     overlays/<name>      the input at its own size with the anomaly map over it (jet; the threshold is mid-scale)
     masks/<name>         the binary mask at the threshold (255 = anomalous), at the input's own size
     summary.json         counts, threshold and where it came from, skipped files, images per second, peak memory
+    summary.png          the scores against the threshold, and the overlays of the eight highest scores (`highest`)
 <name> is the input's stem and .png, with -2, -3, ... when stems repeat. A file that cannot be read is skipped with
 one line naming it; the others are still scored. A second prediction into the same `out` replaces the first's files.
 
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dynad import run_folder
+from dynad import plots, run_folder
 from dynad.data import DatasetError, load_image, open_rgb
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, write_json
@@ -202,8 +203,8 @@ def predict(
     out = Path(out)
     pipeline_path = find_pipeline(run_dir)
     paths, skipped = expand_inputs(inputs)
-    own = [(out / name).resolve() for name in ("overlays", "masks")]  # an earlier prediction's pictures
-    paths = [p for p in paths if not any(p.resolve().is_relative_to(folder) for folder in own)]
+    own = [(out / name).resolve() for name in ("overlays", "masks", "summary.png")]  # an earlier prediction's pictures
+    paths = [p for p in paths if not any(p.resolve().is_relative_to(mine) for mine in own)]
     for s in skipped:
         print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
     if not paths:
@@ -283,6 +284,12 @@ def predict(
         "seconds_total": time.perf_counter() - t_start,
         "images_per_second": n_new / seconds if seconds > 0 and n_new else None,
         "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "highest": [r["name"] for r in sorted(rows, key=lambda r: -r["score"])[:8]],  # shown in summary.png
     }
     write_json(out / "summary.json", summary)
+    if rows:
+        plots.prediction_summary(pd.DataFrame(rows, columns=COLUMNS), summary["highest"], out / "overlays",
+                                 out / "summary.png")  # fmt: skip
+    else:  # every file skipped: no earlier prediction's figure stays beside this summary
+        (out / "summary.png").unlink(missing_ok=True)
     return summary

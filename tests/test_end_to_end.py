@@ -239,6 +239,9 @@ def test_predict_scores_new_images_like_the_run_and_skips_bad_files(tiny_run, ti
     assert summary["threshold"] == pytest.approx(validation["threshold"])
     assert (pred.is_anomalous == (pred.score >= summary["threshold"])).all()
     assert len(summary["skipped"]) == 2 and summary["n_images"] == len(pred)
+    # summary.png shows the overlays of the eight highest scores, as summary.json names them.
+    assert summary["highest"] == pred.sort_values("score", ascending=False, kind="stable").name.tolist()[:8]
+    assert Image.open(out / "summary.png").size[0] > 1000
     wide = pred[pred.path == str(odd)].iloc[0]
     overlay, mask = Image.open(out / "overlays" / "wide.png"), Image.open(out / "masks" / "wide.png")
     assert overlay.size == mask.size == (100, 60)
