@@ -84,6 +84,8 @@ def test_regenerating_without_any_run_says_so_and_writes_the_papers_tables(tmp_p
     with pytest.warns(UserWarning, match=f"no complete run under {tmp_path / 'runs'} .*the paper's numbers only"):
         written = regenerate(tmp_path / "runs", tmp_path / "results", "demo", pipeline_figures=0)
     assert {"tables/main_visa.md", "tables/main_btad.md"} <= set(written)  # the data sets TARGETS.md has tables of
+    assert (tmp_path / "results" / "demo" / "figures" / "fig3_architecture.pdf").is_file()  # the method's diagram
+    assert "figures/fig3_architecture.png" in written
     manifest = json.loads((tmp_path / "results" / "demo" / "manifest.json").read_text())
     assert manifest["runs"] == []
 

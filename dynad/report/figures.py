@@ -2,6 +2,7 @@
 
     figure1_noise_vs_image            the noise added depends on the image (smallest vs largest T_hat)   [pipeline]
     figure2_segmentation              input, ground truth, anomaly map, predicted mask per defect type
+    figure3_architecture              the method as a diagram (DIC, noiseless scaling, guided DDIM, the map)
     figure4_anomaly_map_construction  input, reconstruction, feature / latent / combined map           [pipeline]
     figure5_knn_histograms            training vs test kNN distances with the bins and their T_hat
     figure6_fixed_steps               predicted masks at fixed T_hat vs DIC (ablation runs)
@@ -126,6 +127,72 @@ def _grid_figure(cells: list[list[Any]], col_titles: Sequence[str], row_titles: 
             if i == 0:
                 ax.set_title(col_titles[j], fontsize=7)
         axes[i][0].set_ylabel(row_titles[i], fontsize=6)
+    return plots.save(fig, path, pdf=True)
+
+
+def figure3_architecture(path: Path) -> Path:
+    """Figure 3, the reconstruction architecture, in the paper's notation: DIC picks T_hat from the kNN distance of
+    the input's features; the latent is scaled to T_hat without noise and denoised by guided DDIM; the map combines
+    the latent and feature errors. A diagram of the method, the same for every run."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(12, 4.6))
+    ax.set_xlim(0, 12)
+    ax.set_ylim(0, 4.6)
+    ax.axis("off")
+    colours = {"dic": "#fde9c9", "rec": "#d6e6f5", "map": "#e3f1dc", "io": "#eeeeee"}
+
+    def box(x, y, text, kind, w=1.7, h=0.72):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.04", fc=colours[kind],
+                                    ec="0.35", lw=0.8))  # fmt: skip
+        ax.text(x, y, text, ha="center", va="center", fontsize=8)
+        return x, y, w, h
+
+    def arrow(a, b, text=""):
+        (xa, ya, wa, ha), (xb, yb, wb, hb) = a, b
+        if abs(ya - yb) < 1e-6:  # same row: side to side
+            start, end = (xa + wa / 2, ya), (xb - wb / 2, yb)
+        else:  # between rows: bottom or top edges
+            start = (xa, ya - ha / 2) if ya > yb else (xa, ya + ha / 2)
+            end = (xb, yb + hb / 2) if ya > yb else (xb, yb - hb / 2)
+        ax.annotate("", end, start, arrowprops={"arrowstyle": "->", "color": "0.25", "lw": 1})
+        if text:  # beside a vertical arrow, above any other
+            vertical = abs(start[0] - end[0]) < 1e-6
+            ax.text((start[0] + end[0]) / 2 + (0.12 if vertical else 0), (start[1] + end[1]) / 2 + (0 if vertical
+                    else 0.16), text, ha="left" if vertical else "center", va="center", fontsize=7.5)  # fmt: skip
+
+    x0 = box(0.9, 2.3, "input $x_0$", "io", w=1.2)
+    # Dynamic implicit conditioning (top row).
+    phi = box(3.0, 3.9, "features $\\phi(x_0)$\n(CNN, domain-adapted)", "dic")
+    knn = box(5.3, 3.9, "$\\bar y$ = mean L1 to the\nK nearest training features", "dic", w=2.1)
+    bins = box(7.6, 3.9, "bin of $\\bar y$ among $|B|$\n$\\rightarrow$ step $\\hat T$", "dic")
+    # Reconstruction (middle row).
+    enc = box(3.0, 2.3, "VAE encoder E\n$z_0 = s\\,E(x_0)$", "rec")
+    scale = box(5.3, 2.3, "$z_{\\hat T} = \\sqrt{\\bar\\alpha_{\\hat T}}\\, z_0$\n(scaled, no noise)", "rec", w=2.1)
+    ddim = box(7.6, 2.3, "guided DDIM, UNet $\\epsilon_\\theta$\n$\\hat T \\rightarrow 0$, pulled to $z_0$", "rec")
+    dec = box(10.2, 2.3, "decoder D\n$\\hat x_0 = D(\\hat z_0 / s)$", "rec")
+    # Anomaly map (bottom row): the two maps, added with weights lambda and 1 - lambda.
+    lat = box(4.1, 0.7, "latent map\n$|\\hat z_0 - z_0|$", "map", w=1.8)
+    feat = box(6.8, 0.7, "feature map\n$1 - \\cos(\\phi(x_0), \\phi(\\hat x_0))$", "map", w=2.5)
+    amap = box(10.2, 0.7, "$A = G_\\sigma * (\\lambda\\,$latent$ + (1-\\lambda)\\,$feature$)$\nimage score = max A",
+               "map", w=2.9)  # fmt: skip
+    ax.text(5.2, 0.7, "+", ha="center", va="center", fontsize=12)
+    arrow(x0, enc)
+    arrow(x0, phi)
+    arrow(phi, knn)
+    arrow(knn, bins)
+    arrow(bins, ddim, "$\\hat T$")
+    arrow(enc, scale)
+    arrow(scale, ddim)
+    arrow(ddim, dec, "$\\hat z_0$")
+    arrow(enc, lat, "$z_0$")
+    arrow(ddim, lat, "$\\hat z_0$")
+    arrow(dec, feat, "$\\hat x_0$")
+    arrow(feat, amap)
+    for y, label in ((3.9, "dynamic implicit\nconditioning (DIC)"), (0.7, "anomaly map")):
+        ax.text(0.3, y, label, ha="left", va="center", fontsize=8, style="italic", color="0.3")
+    ax.set_title("Figure 3: DynAD's reconstruction and anomaly map", fontsize=10)
     return plots.save(fig, path, pdf=True)
 
 

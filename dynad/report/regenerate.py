@@ -5,7 +5,7 @@
                points), comparison_<dataset> (Table 2: the paper's other methods), table4/table5/space_<dataset>
                [_by_defect] (the ablations, means over categories, beside the paper's VisA means); each as .csv, .md
                and .tex. All numbers are percentages with two decimals; no timings, so two reproductions compare equal.
-    figures/   fig1, fig2, fig4, fig5, fig6, fig7, fig8 (dynad/report/figures.py); PNG and PDF.
+    figures/   fig1 to fig8 (dynad/report/figures.py; fig3 is the method's diagram); PNG and PDF.
     manifest.json, timings.csv   what produced every number: commit, versions, config hash, seed, device, weights,
                wall time per stage per run.
 """
@@ -25,7 +25,8 @@ from dynad.config import ExperimentConfig, from_dict
 from dynad.experiment import read_results_csv
 from dynad.provenance import git_commit, versions, write_json, write_text
 from dynad.report.figures import (
-    PIPELINE_FIGURES, figure2_segmentation, figure5_knn_histograms, figure6_fixed_steps, figure8_scaling_vs_step,
+    PIPELINE_FIGURES, figure2_segmentation, figure3_architecture, figure5_knn_histograms, figure6_fixed_steps,
+    figure8_scaling_vs_step,
 )
 from dynad.report.format import TABLE_SUFFIXES, write_table
 from dynad.report.runs import Run, find_runs, preset_runs_folder
@@ -105,6 +106,8 @@ def regenerate(
                 f.unlink()
 
     # ---- figures
+    p = figure3_architecture(fig_dir / "fig3_architecture.png")  # a diagram of the method: the same for every run
+    written[f"figures/{p.name}"] = p
     by_dataset: dict[str, list[Run]] = {}
     for r in runs:
         by_dataset.setdefault(r.dataset, []).append(r)
