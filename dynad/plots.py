@@ -27,7 +27,8 @@ def save(fig: plt.Figure, path: str | Path, pdf: bool = False) -> Path:
         fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     if pdf:
         with atomic_write(path.with_suffix(".pdf"), "wb") as f:
-            fig.savefig(f, format="pdf", bbox_inches="tight")
+            # No creation date: the same figure gives the same bytes, so a regenerated results/ shows no false change.
+            fig.savefig(f, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
     plt.close(fig)
     return path
 

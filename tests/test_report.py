@@ -66,6 +66,15 @@ def test_main_table_mean_difference_compares_the_same_categories():
     assert method == "dynad (this reproduction, 1 category)"
 
 
+def test_a_figure_drawn_twice_is_the_same_file(tmp_path):
+    """PDFs carried their creation time, so every regeneration of results/ changed each PDF's bytes."""
+    from dynad.report.figures import figure3_architecture
+
+    a, b = (figure3_architecture(tmp_path / f"{k}.png") for k in "ab")
+    assert a.read_bytes() == b.read_bytes()
+    assert a.with_suffix(".pdf").read_bytes() == b.with_suffix(".pdf").read_bytes()
+
+
 def test_peers_table_reads_metrics_json(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(_metrics(0.9, 0.6)))
     t = peers_table(tmp_path)
