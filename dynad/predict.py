@@ -18,8 +18,10 @@ Writes into `out`:
     masks/<name>         the binary mask at the threshold (255 = anomalous), at the input's own size
     summary.json         counts, threshold and where it came from, skipped files, images per second, peak memory
     summary.png          the scores against the threshold, and the overlays of the eight highest scores (`highest`)
-<name> is the input's stem and .png, with -2, -3, ... when stems repeat. A file that cannot be read is skipped with
-one line naming it; the others are still scored. A second prediction into the same `out` replaces the first's files.
+<name> is the image's path inside the folder given for it (a tree of day or camera folders keeps its shape:
+day1/0001.png), else its file name, as .png; with -2, -3, ... when names repeat. A file that cannot be read is
+skipped with one line naming it; the others are still scored. A second prediction into the same `out` replaces the
+first's files.
 
 An interrupted prediction resumes: each batch's rows are appended to `predictions.partial.csv` as it is scored, so
 the same command again (the same run, threshold and image size; each earlier row's image among the inputs, under
@@ -33,6 +35,7 @@ import glob
 import io
 import json
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -171,13 +174,17 @@ class _Partial:
         self.json.unlink(missing_ok=True)
 
 
-def _output_names(paths: list[Path]) -> list[str]:
-    """A unique file name per input: its stem, with -2, -3, ... for stems seen before."""
+def _output_names(paths: list[Path], inputs: Iterable[str | Path]) -> list[str]:
+    """A unique name per image, without suffix: its path inside the folder given for it (so a tree of day or camera
+    folders keeps its shape: day1/0001), else its stem; with -2, -3, ... for names seen before."""
+    folders = [Path(i) for i in inputs if Path(i).is_dir()]
     seen: dict[str, int] = {}
     names = []
     for p in paths:
-        seen[p.stem] = seen.get(p.stem, 0) + 1
-        names.append(p.stem if seen[p.stem] == 1 else f"{p.stem}-{seen[p.stem]}")
+        folder = next((f for f in folders if p.is_relative_to(f)), None)
+        stem = p.relative_to(folder).with_suffix("").as_posix() if folder is not None else p.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return names
 
 
@@ -218,15 +225,15 @@ def predict(
     run_folder.prepare_folder(out, 0, "output folder")  # a file there, or no write access: one line, before scoring
     size = pipe.cfg.data.image_size
     batch_size = pipe.cfg.data.batch_size if batch_size is None else batch_size
-    names = _output_names(paths)
+    names = _output_names(paths, inputs)
     partial = _Partial(out, pipeline_path, threshold, size, paths, names)
     done = partial.resume()
     if done:
         print(f"resuming: {len(done)} of {len(paths)} images were scored before ({partial.csv}); scoring the others",
               file=sys.stderr)  # fmt: skip
     elif (out / "summary.json").is_file() or partial.csv.is_file():  # an earlier prediction's pictures would mix in
-        for old in [*(out / "overlays").glob("*.png"), *(out / "masks").glob("*.png")]:
-            old.unlink()
+        for folder in (out / "overlays", out / "masks"):
+            shutil.rmtree(folder, ignore_errors=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     partial.start(done)
@@ -253,8 +260,11 @@ def predict(
                 image = open_rgb(paths[i])  # decoded again at its own size, for the overlay
                 amap = F.interpolate(res["anomaly_map"][k][None, None].float(), size=(image.height, image.width),
                                      mode="bilinear", align_corners=False)[0, 0].numpy()  # (H, W) fmt: skip
-                heat_overlay(image, amap, threshold).save(out / "overlays" / f"{names[i]}.png")
-                Image.fromarray(((amap >= threshold) * 255).astype(np.uint8)).save(out / "masks" / f"{names[i]}.png")
+                overlay, mask = out / "overlays" / f"{names[i]}.png", out / "masks" / f"{names[i]}.png"
+                for f in (overlay, mask):
+                    f.parent.mkdir(parents=True, exist_ok=True)  # names keep the input folder's sub-folders
+                heat_overlay(image, amap, threshold).save(overlay)
+                Image.fromarray(((amap >= threshold) * 255).astype(np.uint8)).save(mask)
                 rows[i] = {"path": str(paths[i]), "name": f"{names[i]}.png", "score": score,
                            "is_anomalous": score >= threshold, "threshold": threshold,
                            "knn_distance": float(res["knn_distance"][k]), "bin": int(res["bin"][k]),

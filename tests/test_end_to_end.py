@@ -317,6 +317,28 @@ def test_predict_threshold_from_validation_or_given(tiny_run, tmp_path):
         with pytest.raises(PredictError, match=re.escape(message)):
             predict(copy, [image], tmp_path / "c", progress=False, **option)
     assert not (tmp_path / "c").exists()
+def test_predict_keeps_the_sub_folders_of_a_folder_it_is_given(tiny_run, tiny_root, tmp_path):
+    """A tree of day folders gave overlays 0000.png and 0000-2.png side by side; now day1/0000.png and day2/0000.png."""
+    import shutil
+
+    from dynad.predict import predict
+
+    run, _ = tiny_run
+    images = sorted((tiny_root / "board" / "test" / "good").glob("*.png"))
+    tree = tmp_path / "lot7"
+    for target, image in ((tree / "day1" / "0000.png", images[0]), (tree / "day2" / "0000.png", images[1]),
+                          (tree / "0000.png", images[2])):  # fmt: skip
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, target)
+    predict(run, [tree, images[3]], tmp_path / "out", progress=False)
+    names = pd.read_csv(tmp_path / "out" / "predictions.csv").name.tolist()
+    assert names == ["0000.png", "day1/0000.png", "day2/0000.png", f"{images[3].stem}.png"]
+    for d in ("overlays", "masks"):
+        assert all((tmp_path / "out" / d / n).is_file() for n in names)
+    predict(run, [images[3]], tmp_path / "out", progress=False)  # a second prediction leaves no day folder behind
+    assert sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir()) == [f"{images[3].stem}.png"]
+
+
 def test_an_interrupted_prediction_resumes_and_gives_the_uninterrupted_files(tiny_run, tiny_root, tmp_path,
                                                                            monkeypatch, capsys):
     """Ctrl-C during `dynad predict` lost every row scored so far (predictions.csv was written at the end only); the
