@@ -154,8 +154,9 @@ def _predict(args: argparse.Namespace) -> int:
     except PredictError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    speed = "" if s["images_per_second"] is None else f"; {s['images_per_second']:.2f} images/s"
     print(f"{s['n_images']} images scored, {s['n_anomalous']} anomalous at threshold {s['threshold']:.4g} "
-          f"({s['threshold_source']}); {len(s['skipped'])} skipped; {s['images_per_second']:.2f} images/s")
+          f"({s['threshold_source']}); {len(s['skipped'])} skipped{speed}")
     print(f"results in {args.out} (predictions.csv, overlays/, masks/, summary.json, summary.png)")
     return 1 if s["skipped"] else 0
 

@@ -35,7 +35,6 @@ import glob
 import io
 import json
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -174,6 +173,30 @@ class _Partial:
         self.json.unlink(missing_ok=True)
 
 
+def _remove_earlier(out: Path) -> None:
+    """The overlays and masks that an earlier prediction into `out` wrote, as its tables name them: other files in
+    those folders (a data set's own masks/, say) are left alone."""
+    names: set[str] = set()
+    for table in (out / "predictions.csv", out / "predictions.partial.csv"):
+        try:
+            names |= set(pd.read_csv(table, usecols=["name"], dtype=str, keep_default_na=False).name)
+        except (OSError, ValueError):  # none, or not ours
+            continue
+    for name in names:
+        for folder in (out / "overlays", out / "masks"):
+            f = folder / name
+            if not f.resolve().is_relative_to(folder.resolve()):  # a table that is not ours, naming ../ files
+                continue
+            f.unlink(missing_ok=True)
+            for parent in f.parents:  # the sub-folders a name brought, once empty
+                if parent == folder or not parent.is_relative_to(folder):
+                    break
+                if parent.is_dir():
+                    if any(parent.iterdir()):
+                        break
+                    parent.rmdir()
+
+
 def _output_names(paths: list[Path], inputs: Iterable[str | Path]) -> list[str]:
     """A unique name per image, without suffix: its path inside the folder given for it (so a tree of day or camera
     folders keeps its shape: day1/0001), else its stem; with -2, -3, ... for names seen before."""
@@ -231,9 +254,8 @@ def predict(
     if done:
         print(f"resuming: {len(done)} of {len(paths)} images were scored before ({partial.csv}); scoring the others",
               file=sys.stderr)  # fmt: skip
-    elif (out / "summary.json").is_file() or partial.csv.is_file():  # an earlier prediction's pictures would mix in
-        for folder in (out / "overlays", out / "masks"):
-            shutil.rmtree(folder, ignore_errors=True)
+    else:  # an earlier prediction's pictures would mix with these
+        _remove_earlier(out)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     partial.start(done)
