@@ -43,6 +43,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e.__context__, KeyboardInterrupt):  # Ctrl-C inside torch.save, which turns it into a
+            raise e.__context__ from None  # RuntimeError ("unexpected pos"), not a full disk
         if _disk_full(e):
             free = shutil.disk_usage(path.parent).free
             raise OSError(errno.ENOSPC, f"no space left on the device to write {path} ({free / 2**20:.1f} MiB free): "

@@ -480,6 +480,26 @@ def test_full_disk_names_the_file(tmp_path, error):
     assert list(tmp_path.iterdir()) == []  # no temporary file left
 
 
+def test_ctrl_c_inside_torch_save_is_ctrl_c_not_a_full_disk(tmp_path):
+    """Ctrl-C while a checkpoint was written ended as `error: no space left on the device … (65784.5 MiB free)`,
+    exit 2: torch's writer turns the interrupt into a RuntimeError ("unexpected pos"), read as a short write."""
+    import io
+
+    class Interrupted(io.BytesIO):  # Ctrl-C arrives during the third write torch makes
+        calls = 0
+
+        def write(self, data):
+            Interrupted.calls += 1
+            if Interrupted.calls == 3:
+                raise KeyboardInterrupt
+            return super().write(data)
+
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(tmp_path / "ckpt.pt"):
+            torch.save({"w": torch.zeros(1000)}, Interrupted())  # raises RuntimeError, from the KeyboardInterrupt
+    assert Interrupted.calls == 3 and list(tmp_path.iterdir()) == []
+
+
 def test_truncated_checkpoint_is_named_moved_aside_and_retrained(tmp_path):
     model = torch.nn.Linear(2, 1)
     ckpt = tmp_path / "m.pt"
