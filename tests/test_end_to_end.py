@@ -335,13 +335,13 @@ def test_predict_keeps_the_sub_folders_of_a_folder_it_is_given(tiny_run, tiny_ro
     assert names == ["0000.png", "day1/0000.png", "day2/0000.png", f"{images[3].stem}.png"]
     for d in ("overlays", "masks"):
         assert all((tmp_path / "out" / d / n).is_file() for n in names)
-    mine = tmp_path / "out" / "masks" / "day1" / "annotated.png"  # a file of the user's own in those folders
-    shutil.copy(images[0], mine)
-    # A second prediction removes the first's files, not the user's: they were all deleted before.
+    for mine in ("annotated.png", "day1/annotated.png"):  # files of the user's own in those folders
+        shutil.copy(images[0], tmp_path / "out" / "masks" / mine)
+    # A second prediction removes the first's files, not the user's (every .png directly in masks/ went before).
     predict(run, [images[3]], tmp_path / "out", progress=False)
     assert sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir()) == [f"{images[3].stem}.png"]
     assert sorted(p.relative_to(tmp_path / "out" / "masks").as_posix() for p in (tmp_path / "out" / "masks").rglob(
-        "*.png")) == sorted(["day1/annotated.png", f"{images[3].stem}.png"])  # fmt: skip
+        "*.png")) == sorted(["annotated.png", "day1/annotated.png", f"{images[3].stem}.png"])  # fmt: skip
 
 
 def test_an_interrupted_prediction_resumes_and_gives_the_uninterrupted_files(tiny_run, tiny_root, tmp_path,
