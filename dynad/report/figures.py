@@ -134,10 +134,9 @@ def figure3_architecture(path: Path) -> Path:
     """Figure 3, the reconstruction architecture, in the paper's notation: DIC picks T_hat from the kNN distance of
     the input's features; the latent is scaled to T_hat without noise and denoised by guided DDIM; the map combines
     the latent and feature errors. A diagram of the method, the same for every run."""
-    import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
-    fig, ax = plt.subplots(figsize=(12, 4.6))
+    fig, ax = plots.plt.subplots(figsize=(12, 4.6))
     ax.set_xlim(0, 12)
     ax.set_ylim(0, 4.6)
     ax.axis("off")
