@@ -421,8 +421,18 @@ def to_rgb(im: Image.Image, name: str | Path = "the image") -> Image.Image:
     """An image already open as 8-bit RGB, high-depth greyscale scaled by its range; `name` is for errors."""
     grey = _high_depth_grey(im, name)
     if grey is None:
-        return im.convert("RGB")
+        return _over_black(im)
     return Image.fromarray(np.rint(grey * 255).astype(np.uint8)).convert("RGB")
+
+
+def _over_black(im: Image.Image) -> Image.Image:
+    """8-bit RGB as shown over black: the colour that transparent pixels store is hidden from every viewer and differs
+    between tools (black, white, the old background), so convert("RGB"), which keeps it, would turn a cut-out's
+    background into a defect. Black is what the commonest (0, 0, 0, 0) already read as."""
+    if im.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in im.info:
+        return im.convert("RGB")
+    rgba = im.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
 
 
 def _check_size(size: int) -> None:
@@ -439,7 +449,7 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
         g = np.array(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR))  # (S, S)
         return torch.from_numpy(g).clamp(0, 1)[None].repeat(3, 1, 1) * 2 - 1  # (3, S, S)
     # PIL's bilinear filter (antialiased when shrinking) is what torchvision's Resize does on PIL images.
-    im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    im = _over_black(im).resize((size, size), Image.Resampling.BILINEAR)
     x = torch.from_numpy(np.array(im, dtype=np.float32)).permute(2, 0, 1)  # (3, S, S)
     return x / 127.5 - 1
 

@@ -388,6 +388,40 @@ def test_exif_orientation_is_applied_to_images_and_in_the_mask_shape_check(tmp_p
     assert open_rgb(image).size == (20, 30)  # dynad predict's overlays are drawn on the shown picture too
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pixels_read_as_shown_whatever_colour_they_hide(tmp_path, mode):
+    """A cut-out product photo: transparent pixels store a colour no viewer shows (black from one tool, white or the
+    old background from another). Two files that look the same differed by the whole range there, so a background
+    turned into a defect; both are now read over black, as the commonest (0, 0, 0, 0) is."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    alpha = np.zeros((16, 16), np.uint8)
+    alpha[4:12, 4:12] = 255
+    alpha[4:12, 12] = 128  # a soft edge: half its colour over black
+    indices = np.where(alpha == 0, 63, rng.integers(0, 63, (16, 16))).astype(np.uint8)  # for the palette image
+    files = []
+    for hidden in (0, 255):
+        a = np.dstack([rgb, alpha])
+        a[alpha == 0, :3] = hidden
+        im = Image.fromarray(a)
+        if mode == "LA":
+            im = im.convert("LA")
+        elif mode == "P":  # a palette whose last entry is transparent (tRNS), as GIF-like PNGs store cut-outs
+            im = Image.fromarray(indices, mode="P")
+            im.putpalette(list(np.random.default_rng(1).integers(0, 256, 63 * 3)) + [hidden] * 3)
+            im.info["transparency"] = 63
+        files.append(tmp_path / f"{hidden}.png")
+        im.save(files[-1])
+        with Image.open(files[-1]) as saved:
+            assert saved.mode == mode and (mode != "P" or saved.info["transparency"] == 63)
+    first, second = (np.asarray(open_rgb(f), dtype=np.int16) for f in files)
+    assert np.array_equal(first, second)
+    assert (first[alpha == 0] == 0).all()  # over black
+    assert torch.equal(load_image(files[0], 16), load_image(files[1], 16))
+    if mode == "RGBA":
+        assert np.abs(first[4:12, 12] - rgb[4:12, 12].astype(np.int16) // 2).max() <= 1  # half over black
+
+
 def test_folder_masks_in_other_image_formats(tmp_path):
     """Annotation tools also export JPEG, BMP or TIFF masks; a folder data set reads them (only .png before)."""
     cat = tmp_path / "my_widget"
