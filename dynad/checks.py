@@ -148,8 +148,11 @@ def _faults(cfg: ExperimentConfig, n_train: int | None, n_held: int) -> list[str
     if n_train is not None:
         need_n = dic.k + int(dic.self_distance == "exclude")
         held = f" ({n_train + n_held} training images, {n_held} held out for validation)" if n_held else ""
-        need(n_train >= need_n, "dic.k", dic.k, f"needs at least {need_n} training images (K neighbours"
-             f"{' besides the image itself' if dic.self_distance == 'exclude' else ''}); the data have {n_train}{held}")
+        most = n_train - need_n + dic.k  # the largest K these images allow
+        fix = f"a dic.k of at most {most}, or more training images" if most >= 1 else "more training images"
+        itself = " besides the image itself" if dic.self_distance == "exclude" else ""
+        need(n_train >= need_n, "dic.k", dic.k, f"needs at least {need_n} training images (K neighbours{itself}); "
+             f"the data have {n_train}{held}: {fix}")  # fmt: skip
 
     at_least("reconstruction.num_steps", rec.num_steps, 1)
     at_least("reconstruction.eta", rec.eta, 0.0)

@@ -48,8 +48,7 @@ DEFAULT_GRID: dict[str, list[Any]] = {
 _INFERENCE_KEYS = ("dic.t_max", "reconstruction.eta")  # need new reconstructions
 _MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma", "anomaly_map.score_exponent")  # re-combine the same raw maps
 _SCORE_COLUMNS = ("image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget")
-# Below this many held-out images, validation image AUROC moves in steps of 1 / n^2 or coarser and near-ties decide.
-FEW_HELD_OUT = 10
+FEW_HELD_OUT = validation.FEW_HELD_OUT  # fewer held-out images: the choice is warned about
 
 
 class TuneError(ValueError):

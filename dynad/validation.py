@@ -38,6 +38,8 @@ from dynad.synthetic import _disk, _grid  # the same pixel-centre grid as `dynad
 
 FAMILIES = ("spot", "scratch", "patch", "missing", "transplant", "stain")
 UNRELIABLE_AUROC = 0.6  # below this, a run warns that its maps are unreliable
+# Below this many held-out images, validation image AUROC moves in steps of 1 / n^2 or coarser and near-ties decide.
+FEW_HELD_OUT = 10
 
 
 @dataclass(frozen=True)
@@ -257,5 +259,9 @@ def diagnosis(report: dict[str, Any]) -> str | None:
         why.append(f"the autoencoder loses normal detail (PSNR {psnr:.1f} dB on training images)")
     reason = "; ".join(why) or "the maps separate pseudo-defects from normal images poorly"
     vals = ", ".join(f"{k.replace('_', ' ')} {report[k]:.3f}" for k in low)
+    n = report.get("n_normal", FEW_HELD_OUT)
+    if n < FEW_HELD_OUT:
+        reason += (f"; it rests on {n} held-out training images only, too few to be sure: more training images or a "
+                   f"larger validation.fraction make the check firmer")  # fmt: skip
     return f"maps are unreliable on this data: validation {vals} (< {UNRELIABLE_AUROC}): {reason}"
 

@@ -240,7 +240,8 @@ def test_a_preset_file_that_is_not_a_mapping_of_settings_is_one_line(tmp_path, t
 def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
     # 24 training images, 2 of them held out for validation (validation.fraction 0.1)
     with pytest.raises(ConfigError, match=r"dic.k = 30: needs at least 31 training images .* the data have 22 "
-                       r"\(24 training images, 2 held out for validation\)"):
+                       r"\(24 training images, 2 held out for validation\): a dic.k of at most 21, or more "
+                       r"training images"):
         fit_pipeline(load_preset("tiny", FAST + ["dic.k=30"]), "synthetic", data_copy, "board", tmp_path / "m")
     assert not (tmp_path / "m").exists()
 

@@ -102,3 +102,18 @@ def test_a_run_warns_exactly_when_its_validation_maps_are_unreliable(kind, warns
         assert "maps are unreliable" not in err and v["warning"] is None
         # The test maps find the dark squares too (measured 0.81 at one thread; a map blind to them scores ~0.5).
         assert result["pixel_auroc"] >= 0.7
+
+
+@pytest.mark.parametrize("n_held_out, caveat", [(2, True), (validation.FEW_HELD_OUT, False)])
+def test_the_warning_says_when_it_rests_on_few_held_out_images(n_held_out, caveat):
+    """12 training images leave 2 held out: their AUROC moves in steps of 1/4, and the run said "maps are unreliable"
+    (validation image AUROC 0.25) where the test set scored 0.835 / 0.988, without saying on how little it rested."""
+    report = {"image_auroc": 0.25, "pixel_auroc": 0.87, "latent_error_normal": 0.06, "latent_error_defect": 0.10,
+              "feature_error_normal": 0.16, "feature_error_defect": 0.15, "autoencoder_psnr": 30.0,
+              "n_normal": n_held_out, "n_defective": n_held_out}  # fmt: skip
+    warning = validation.diagnosis(report)
+    assert warning.startswith("maps are unreliable on this data: validation image auroc 0.250 (< 0.6)")
+    assert ("held-out" in warning) == caveat
+    if caveat:
+        assert warning.endswith("; it rests on 2 held-out training images only, too few to be sure: more training "
+                                "images or a larger validation.fraction make the check firmer")
