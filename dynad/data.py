@@ -515,7 +515,7 @@ def check_mask_covers_image(image: str | Path, mask: str | Path) -> None:
     A mask at another scale of the same shape is resized with its image (one pixel of rounding per side allowed);
     a different aspect ratio would put every defect pixel in the wrong place, which no metric would notice.
     """
-    (w, h), (mw, mh) = (_header_size(p) for p in (image, mask))
+    (w, h), (mw, mh) = (shown_size(p) for p in (image, mask))
     if abs(mw * h - mh * w) > w + h:  # mw / mh != w / h beyond rounding each mask side by one pixel
         raise DatasetError(f"mask {mask} is {mw} x {mh} px, but its image {image} is {w} x {h} px: a mask must "
                            "have its image's shape (the same size, or the same aspect ratio at another scale)")
@@ -524,7 +524,7 @@ def check_mask_covers_image(image: str | Path, mask: str | Path) -> None:
 _ORIENTATION = 0x0112  # the EXIF tag; values 5 to 8 turn the picture by a quarter
 
 
-def _header_size(path: str | Path) -> tuple[int, int]:
+def shown_size(path: str | Path) -> tuple[int, int]:
     """(width, height) as `_open` returns the image (EXIF orientation applied), from the header."""
     try:
         with Image.open(path) as im:  # reads the header only

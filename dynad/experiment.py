@@ -35,7 +35,15 @@ from dynad.anomaly_map import image_scores
 from dynad.autoencoder import build_small_vae
 from dynad.checks import check_config
 from dynad.config import ExperimentConfig, fidelity_deviations
-from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, has_masks, make_index, mask_is_empty
+from dynad.data import (
+    MASK_ENCODING,
+    DatasetError,
+    ImageDataset,
+    has_masks,
+    make_index,
+    mask_is_empty,
+    shown_size,
+)
 from dynad.denoiser import build_unet, count_parameters
 from dynad.features import build_extractor
 from dynad.fingerprint import data_fingerprint
@@ -241,7 +249,9 @@ def fit_pipeline(
                "held_out": validation.held_out_key(cfg.validation, len(keep) + len(held))}  # fmt: skip
     pipe = DynAD.fit(cfg, train_split["images"], models_dir, data_id, progress=progress)
     pipe.provenance["seconds"] = {"load_data": load_seconds, **pipe.provenance["seconds"]}
-    pipe.provenance["data"] = {"root": str(Path(root).resolve()), "train_fingerprint": data_id["fingerprint"]}
+    ratios = [w / h for w, h in map(shown_size, train_split["rows"].image_path)]  # `dynad predict` compares to them
+    pipe.provenance["data"] = {"root": str(Path(root).resolve()), "train_fingerprint": data_id["fingerprint"],
+                               "train_aspect_ratio": [round(min(ratios), 4), round(max(ratios), 4)]}  # fmt: skip
     if test is not None:
         test_files = [*test["rows"].image_path, *test["rows"].mask_path.dropna()]
         pipe.provenance["data"]["test_fingerprint"] = data_fingerprint(test_files, root)

@@ -16,7 +16,8 @@ Writes into `out`:
     predictions.csv      path, name, score, is_anomalous, threshold, knn_distance, bin, t_hat
     overlays/<name>      the input at its own size with the anomaly map over it (jet; the threshold is mid-scale)
     masks/<name>         the binary mask at the threshold (255 = anomalous), at the input's own size
-    summary.json         counts, threshold and where it came from, skipped files, images per second, peak memory
+    summary.json         counts, threshold and where it came from, skipped files, images per second, peak memory,
+                         aspect_ratio: the images of another width / height than the training images' (warned about)
     summary.png          the scores against the threshold, and the overlays of the eight highest scores (`highest`)
 <name> is the image's path inside the folder given for it (a tree of day or camera folders keeps its shape:
 day1/0001.png), else its file name, as .png; with -2, -3, ... when names repeat. A file that cannot be read is
@@ -48,12 +49,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dynad import plots, run_folder
-from dynad.data import DatasetError, load_image, open_rgb
+from dynad.data import DatasetError, load_image, open_rgb, shown_size
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COLUMNS = ["path", "name", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
+ASPECT_TOLERANCE = 1.1  # an aspect ratio within 10 % of the training images' range is theirs (crops round)
 
 
 class PredictError(ValueError):
@@ -318,6 +320,7 @@ def predict(
         "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
         "highest": [r["name"] for r in sorted(rows, key=lambda r: -r["score"])[:8]],  # shown in summary.png
     }
+    summary["aspect_ratio"] = _check_aspect_ratios(pipe, rows)
     write_json(out / "summary.json", summary)
     if rows:
         plots.prediction_summary(pd.DataFrame(rows, columns=COLUMNS), summary["highest"], out / "overlays",
@@ -325,3 +328,29 @@ def predict(
     else:  # every file skipped: no earlier prediction's figure stays beside this summary
         (out / "summary.png").unlink(missing_ok=True)
     return summary
+
+
+def _check_aspect_ratios(pipe: DynAD, rows: list[dict]) -> dict[str, Any] | None:
+    """The images whose width / height lies outside the training images' range: resized to S x S as every image is,
+    they are squeezed otherwise, which raises their scores. One warning line; None for pipelines that do not store
+    the training images' range (saved before 2026-12-07)."""
+    training = pipe.provenance.get("data", {}).get("train_aspect_ratio")
+    if training is None:
+        return None
+    lo, hi = training
+    outside = []  # (row, (width, height))
+    for r in rows:
+        try:
+            w, h = shown_size(r["path"])
+        except DatasetError:  # removed since it was scored: nothing to say about it
+            continue
+        if not lo / ASPECT_TOLERANCE <= w / h <= hi * ASPECT_TOLERANCE:
+            outside.append((r, (w, h)))
+    if outside:
+        (first, (w, h)), size = outside[0], pipe.cfg.data.image_size
+        theirs = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f} to {hi:.2f}"
+        print(f"WARNING: {len(outside)} of {len(rows)} images have another aspect ratio (width / height) than the "
+              f"training images ({theirs}): {first['name']} is {w} x {h} px ({w / h:.2f}). Every image is resized to "
+              f"{size} x {size} px, so these are squeezed otherwise, which raises their scores: crop them as the "
+              f"training images were", file=sys.stderr)  # fmt: skip
+    return {"training": training, "outside": len(outside), "examples": [r["name"] for r, _ in outside[:8]]}

@@ -344,6 +344,32 @@ def test_predict_keeps_the_sub_folders_of_a_folder_it_is_given(tiny_run, tiny_ro
         "*.png")) == sorted(["annotated.png", "day1/annotated.png", f"{images[3].stem}.png"])  # fmt: skip
 
 
+def test_predict_warns_about_images_of_another_aspect_ratio_than_the_training_images(tiny_run, tiny_root, tmp_path,
+                                                                                       capsys):
+    """Trained on square crops, given wide frames: each image is squeezed to S x S, so theirs are squeezed otherwise
+    (normal boards scored 1.10 on average as they are, 1.37 twice as wide, against a threshold of 1.38)."""
+    from dynad.predict import predict
+
+    run, _ = tiny_run
+    assert DynAD.load(run).provenance["data"]["train_aspect_ratio"] == [1.0, 1.0]
+    images = sorted((tiny_root / "board" / "test" / "good").glob("*.png"))[:3]
+    with Image.open(images[1]) as im:
+        wide = Image.new("RGB", (2 * im.width, im.height))
+        wide.paste(im, (0, 0))
+        wide.paste(im, (im.width, 0))
+    wide.save(tmp_path / "wide.png")
+    with Image.open(images[2]) as im:  # 5 % wider: within the tolerance of a crop's rounding
+        im.resize((round(im.width * 1.05), im.height)).save(tmp_path / "nearly.png")
+    summary = predict(run, [images[0], tmp_path / "wide.png", tmp_path / "nearly.png"], tmp_path / "out",
+                      progress=False)  # fmt: skip
+    assert summary["aspect_ratio"] == {"training": [1.0, 1.0], "outside": 1, "examples": ["wide.png"]}
+    err = capsys.readouterr().err
+    assert ("WARNING: 1 of 3 images have another aspect ratio (width / height) than the training images (1.00): "
+            f"wide.png is {2 * wide.height} x {wide.height} px (2.00)") in err
+    predict(run, images, tmp_path / "out2", progress=False)
+    assert "aspect ratio" not in capsys.readouterr().err
+
+
 def test_an_interrupted_prediction_resumes_and_gives_the_uninterrupted_files(tiny_run, tiny_root, tmp_path,
                                                                            monkeypatch, capsys):
     """Ctrl-C during `dynad predict` lost every row scored so far (predictions.csv was written at the end only); the
