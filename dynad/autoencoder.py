@@ -17,6 +17,7 @@ For the pixel-space ablation the codec is the identity.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -158,12 +159,16 @@ def load_pretrained_vae(source: str) -> Autoencoder:
     if taesd.is_taesd_folder(path):
         return taesd.load_tiny_autoencoder(path)  # its own errors name the file and the mismatched keys
     try:
-        if (path / "config.json").is_file() and "AutoencoderTiny" in (path / "config.json").read_text():
-            return AutoencoderTiny.from_pretrained(path, local_files_only=True)
-        if path.exists():
-            return AutoencoderKL.from_pretrained(path, local_files_only=True)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return AutoencoderKL.from_pretrained(source, local_files_only=True)
+        with warnings.catch_warnings():
+            # diffusers passes huggingface_hub an argument that it deprecates, with a warning about "Downloading to a
+            # local directory": misleading here, where nothing is downloaded.
+            warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
+            if (path / "config.json").is_file() and "AutoencoderTiny" in (path / "config.json").read_text():
+                return AutoencoderTiny.from_pretrained(path, local_files_only=True)
+            if path.exists():
+                return AutoencoderKL.from_pretrained(path, local_files_only=True)
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            return AutoencoderKL.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as e:
         raise WeightsNotFoundError(
             f"autoencoder weights {source!r} not found on this machine (dynad never downloads). Place the diffusers "

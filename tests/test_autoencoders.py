@@ -12,7 +12,13 @@ import torch
 from PIL import Image
 
 from dynad import taesd
-from dynad.autoencoder import LatentCodec, autoencoder_from_architecture, latent_scale, load_pretrained_vae
+from dynad.autoencoder import (
+    LatentCodec,
+    WeightsNotFoundError,
+    autoencoder_from_architecture,
+    latent_scale,
+    load_pretrained_vae,
+)
 
 MTD = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile"
 
@@ -69,3 +75,11 @@ def test_taef2_reconstructs_magnetic_tile_photos_sharply_and_the_scale_is_measur
     rec = codec.decode(z)
     psnr = 10 * torch.log10(1 / ((rec - x) / 2).pow(2).flatten(1).mean(1))
     assert psnr.mean() > 35  # 39 dB measured; a wrong pooling branch gives 31
+
+
+def test_a_missing_autoencoder_explains_itself_without_a_download_warning(recwarn):
+    """diffusers passes huggingface_hub an argument it deprecates, whose warning ("Downloading to a local directory
+    does not use symlinks anymore") printed above the error of a package that never downloads."""
+    with pytest.raises(WeightsNotFoundError, match="not found on this machine \\(dynad never downloads\\)"):
+        load_pretrained_vae("dynad-tests/no-such-autoencoder")
+    assert not [str(w.message) for w in recwarn if "ownload" in str(w.message)]
