@@ -84,6 +84,7 @@ def resolve_weights_file(weights: str) -> Path:
     if os.environ.get("DYNAD_WEIGHTS"):
         candidates.append(Path(os.environ["DYNAD_WEIGHTS"]) / weights)
     candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / weights)
+    candidates = list(dict.fromkeys(candidates))  # an absolute path joins to itself
     for c in candidates:
         if c.is_file():
             return c

@@ -246,6 +246,19 @@ def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_missing_feature_weights_fail_before_training(data_copy, tmp_path):
+    """The feature extractor is built after the autoencoder and the UNet are trained: a missing resnet34 file of the
+    mvtec preset ended its hours of training with the error."""
+    from dynad.autoencoder import WeightsNotFoundError
+
+    missing = tmp_path / "resnet34-b627a593.pth"
+    with pytest.raises(WeightsNotFoundError, match=f"feature-extractor weights '{re.escape(str(missing))}' not found "
+                       f"\\(looked at: {re.escape(str(missing))}\\)"):  # fmt: skip
+        fit_pipeline(load_preset("tiny", FAST + [f"features.weights={missing}"]), "synthetic", data_copy, "board",
+                     tmp_path / "m")  # fmt: skip
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("keep, message", [
     ("good", r"the 4 test images \(.*/board/test/good\) are all normal: image AUROC needs anomalous test images too"),
     ("spot", r"the \d+ test images \(.*/board/test/spot\) are all anomalous: image AUROC needs normal test images"),
