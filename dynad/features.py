@@ -11,6 +11,7 @@ for ResNets the two share parameter names, so either loads into either); nothing
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import timm
@@ -18,7 +19,7 @@ import torch
 import torchvision
 
 from dynad.autoencoder import WeightsNotFoundError
-from dynad.config import FeatureConfig
+from dynad.config import ConfigError, FeatureConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,7 +44,9 @@ class FeatureExtractor(torch.nn.Module):
         names = dict(backbone.named_modules())
         missing = [name for name in self.layers if name not in names]
         if missing:
-            raise ValueError(f"backbone has no block named {missing[0]!r}; some of its blocks: {list(names)[:40]}")
+            blocks = ", ".join(n for n in names if n and n.count(".") <= 1)  # the upper two levels
+            raise ConfigError(f"features.layers: {type(backbone).__name__} has no block named {missing[0]!r} (its "
+                              f"blocks: {blocks})")  # fmt: skip
         self._out: dict[str, torch.Tensor] = {}
         for name in self.layers:
             names[name].register_forward_hook(self._hook(name))
@@ -111,13 +114,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def build_extractor(cfg: FeatureConfig, weights_label: str | None = None) -> FeatureExtractor:
     """The backbone with cfg.weights loaded; or, given `weights_label`, the bare architecture whose weights come
     from a checkpoint next (a saved pipeline), so the original weights file need not be on this machine."""
-    library, _, name = cfg.backbone.partition(":")
-    if library == "torchvision":
-        model = torchvision.models.get_model(name, weights=None)
-    elif library == "timm":
-        model = timm.create_model(name, pretrained=False)
-    else:
-        raise ValueError(f"features.backbone must be 'torchvision:<name>' or 'timm:<name>', got {cfg.backbone!r}")
+    model = _backbone(cfg.backbone)
     if weights_label is not None:
         label = weights_label
     elif cfg.weights == "random":
@@ -129,10 +126,34 @@ def build_extractor(cfg: FeatureConfig, weights_label: str | None = None) -> Fea
         # Classifier heads may differ (timm vs torchvision naming of the last layer); the blocks must not.
         bad = [k for k in missing + unexpected if not k.startswith(("fc.", "classifier.", "head."))]
         if bad:
-            raise ValueError(f"{path}: weights do not match {cfg.backbone} (first mismatched keys: {bad[:5]})")
+            raise ConfigError(f"features.weights: {path}: weights do not match {cfg.backbone} (first mismatched keys: "
+                              f"{bad[:5]})")  # fmt: skip
         label = f"{cfg.backbone} from {path.name}"
     model.eval()
     return FeatureExtractor(model, cfg.layers, label, cfg.input_size)
+
+
+def check_extractor(cfg: FeatureConfig) -> None:
+    """Build the extractor on the meta device (no memory, no random numbers drawn): a wrong backbone, block or weights
+    file then fails in a second, before training, rather than once the autoencoder and the UNet are trained."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # what meta is for here
+        build_extractor(cfg)
+
+
+def _backbone(spec: str) -> torch.nn.Module:
+    """The architecture that features.backbone names ("torchvision:<name>" or "timm:<name>"), randomly initialised."""
+    library, _, name = spec.partition(":")
+    if library not in ("torchvision", "timm"):
+        raise ConfigError(f"features.backbone must be 'torchvision:<name>' or 'timm:<name>', got {spec!r}")
+    try:
+        if library == "torchvision":
+            return torchvision.models.get_model(name, weights=None)
+        return timm.create_model(name, pretrained=False)
+    except (ValueError, RuntimeError) as e:
+        if "Unknown model" not in str(e):  # both libraries' words for a name they do not have
+            raise
+        raise ConfigError(f"features.backbone = {spec!r}: {library} has no such model") from e
 
 
 def knn_features(feats: dict[str, torch.Tensor], cfg: FeatureConfig) -> torch.Tensor:

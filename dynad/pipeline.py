@@ -37,7 +37,7 @@ from dynad.data import to_rgb
 from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet_weights
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
-from dynad.features import FeatureExtractor, build_extractor, knn_features, resolve_weights_file
+from dynad.features import FeatureExtractor, build_extractor, check_extractor, knn_features
 from dynad.progress import tqdm
 from dynad.provenance import resolve_device, save_torch, seed_everything, set_threads
 from dynad.reconstruction import reconstruct
@@ -128,8 +128,7 @@ class DynAD:
         reused only for the same data.
         """
         check_config(cfg, n_train=train_images.shape[0])
-        if cfg.features.weights != "random":  # the extractor is built after training: a missing file fails now
-            resolve_weights_file(cfg.features.weights)
+        check_extractor(cfg.features)  # built after training: a wrong backbone or a missing file fails now
         models_dir = Path(models_dir)
         # accelerate picks this process's device (cuda:<local rank> under `accelerate launch`).
         run = {"device": cfg.device, "mixed_precision": distributed.precision(cfg),

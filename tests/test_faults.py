@@ -246,16 +246,25 @@ def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_missing_feature_weights_fail_before_training(data_copy, tmp_path):
-    """The feature extractor is built after the autoencoder and the UNet are trained: a missing resnet34 file of the
-    mvtec preset ended its hours of training with the error."""
-    from dynad.autoencoder import WeightsNotFoundError
-
-    missing = tmp_path / "resnet34-b627a593.pth"
-    with pytest.raises(WeightsNotFoundError, match=f"feature-extractor weights '{re.escape(str(missing))}' not found "
-                       f"\\(looked at: {re.escape(str(missing))}\\)"):  # fmt: skip
-        fit_pipeline(load_preset("tiny", FAST + [f"features.weights={missing}"]), "synthetic", data_copy, "board",
-                     tmp_path / "m")  # fmt: skip
+@pytest.mark.parametrize("setting, message", [
+    ("features.weights={missing}", "feature-extractor weights '{missing}' not found \\(looked at: {missing}\\)\\. "),
+    ("features.layers=[features.3,features.6,features.99]",
+     "features.layers: MobileNetV2 has no block named 'features.99' \\(its blocks: features, features.0, .*, "
+     "features.18, classifier, classifier.0, classifier.1\\)$"),
+    ("features.backbone=timm:resnet_nonexist", "features.backbone = 'timm:resnet_nonexist': timm has no such model$"),
+    ("features.backbone=torchvision:no_such_net", "features.backbone = 'torchvision:no_such_net': torchvision has no "
+     "such model$"),
+    ("features.backbone=torchvision:resnet18", "features.weights: .*mobilenet_v2-b0353104.pth: weights do not match "
+     "torchvision:resnet18"),
+])  # fmt: skip
+def test_a_wrong_feature_extractor_fails_before_training(data_copy, tmp_path, setting, message):
+    """The feature extractor was built after the autoencoder and the UNet were trained: a missing resnet34 file of
+    the mvtec preset ended its hours of training with the error, and a wrong block or backbone name with a
+    traceback."""
+    missing = str(tmp_path / "resnet34-b627a593.pth")
+    cfg = load_preset("tiny", FAST + [setting.format(missing=missing)])
+    with pytest.raises((ConfigError, FileNotFoundError), match=message.format(missing=re.escape(missing))):
+        fit_pipeline(cfg, "synthetic", data_copy, "board", tmp_path / "m")
     assert not (tmp_path / "m").exists()
 
 
