@@ -16,12 +16,26 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-from dynad.config import DenoiserConfig
+from dynad.config import ConfigError, DenoiserConfig
 from dynad.schedule import NoiseSchedule
 from dynad.training import BatchRandom
 
 
 def build_unet(cfg: DenoiserConfig, sample_size: int, channels: int) -> UNet2DModel:
+    try:
+        return _unet(cfg, sample_size, channels)
+    except ValueError as e:  # diffusers' words for an unknown block type or lists of different lengths
+        raise ConfigError(f"denoiser: diffusers' UNet2DModel refuses these settings: {e}") from None
+
+
+def check_unet(cfg: DenoiserConfig) -> None:
+    """Build the UNet on the meta device (no memory, no random numbers drawn), so that settings diffusers refuses
+    fail before the autoencoder is trained; its latent size and channels are not known yet and do not matter here."""
+    with torch.device("meta"):
+        build_unet(cfg, 32, 4)
+
+
+def _unet(cfg: DenoiserConfig, sample_size: int, channels: int) -> UNet2DModel:
     # Every UNet2DModel setting is spelled out: a diffusers default that changes would otherwise change our numbers.
     return UNet2DModel(
         sample_size=sample_size,
@@ -68,8 +82,9 @@ def epsilon_loss(schedule: NoiseSchedule, sample_posterior: bool, max_timestep: 
     return loss_fn
 
 
-def load_unet_weights(unet: UNet2DModel, source: str | Path) -> None:
-    """Initialise from a denoiser checkpoint file (ours) or a folder holding exactly one, e.g. a run's `models/`."""
+def denoiser_checkpoint(source: str | Path) -> Path:
+    """The denoiser checkpoint file that `source` names: the file itself, or the one in a folder such as a run's
+    `models/`; FileNotFoundError names what is wrong."""
     path = Path(source).expanduser()
     if path.is_dir():
         found = sorted(path.glob("**/denoiser-*.pt"))  # the models folder names each by its config hash
@@ -80,8 +95,14 @@ def load_unet_weights(unet: UNet2DModel, source: str | Path) -> None:
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"denoiser checkpoint {path} to fine-tune from does not exist")
+    return path
+
+
+def load_unet_weights(unet: UNet2DModel, source: str | Path) -> None:
+    """Initialise from a denoiser checkpoint file (ours) or a folder holding exactly one, e.g. a run's `models/`."""
+    path = denoiser_checkpoint(source)
     state = torch.load(path, map_location="cpu", weights_only=False)
     try:
         unet.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise ValueError(f"{path}: its UNet does not match denoiser config ({e})") from None
+        raise ConfigError(f"denoiser.init_from: {path}: its UNet does not match the denoiser settings ({e})") from None

@@ -34,7 +34,14 @@ from dynad.autoencoder import (
 from dynad.checks import check_config
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides
 from dynad.data import to_rgb
-from dynad.denoiser import build_unet, count_parameters, epsilon_loss, load_unet_weights
+from dynad.denoiser import (
+    build_unet,
+    check_unet,
+    count_parameters,
+    denoiser_checkpoint,
+    epsilon_loss,
+    load_unet_weights,
+)
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
 from dynad.features import FeatureExtractor, build_extractor, check_extractor, knn_features
@@ -129,6 +136,7 @@ class DynAD:
         """
         check_config(cfg, n_train=train_images.shape[0])
         check_extractor(cfg.features)  # built after training: a wrong backbone or a missing file fails now
+        check_unet(cfg.denoiser)  # built once the autoencoder is trained
         models_dir = Path(models_dir)
         # accelerate picks this process's device (cuda:<local rank> under `accelerate launch`).
         run = {"device": cfg.device, "mixed_precision": distributed.precision(cfg),
@@ -147,6 +155,11 @@ class DynAD:
                   "threads": cfg.threads}  # a model trained on 2 threads differs from one trained on 1
         if cfg.gradient_accumulation_steps > 1:  # absent at 1, so models trained before the option keep their names
             ae_key["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps
+        den_key = {"autoencoder": ae_key, "posterior": cfg.autoencoder.posterior, "space": cfg.reconstruction.space,
+                   "denoiser": asdict(cfg.denoiser)}  # fmt: skip
+        den_path = models_dir / f"denoiser-{_key(den_key)}.pt"
+        if cfg.denoiser.init_from and not den_path.is_file():  # missing: said now, not once the autoencoder is trained
+            denoiser_checkpoint(cfg.denoiser.init_from)
         if cfg.reconstruction.space == "pixel":
             codec = LatentCodec(None)
             prov["weights"]["autoencoder"] = "none (pixel space)"
@@ -184,12 +197,10 @@ class DynAD:
             moments = moments * s
         prov["seconds"]["train_autoencoder"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        den_key = {"autoencoder": ae_key, "posterior": cfg.autoencoder.posterior, "space": cfg.reconstruction.space,
-                   "denoiser": asdict(cfg.denoiser)}  # fmt: skip
         unet = build_unet(cfg.denoiser, size // codec.downsampling, codec.latent_channels)
         d = cfg.denoiser
         epochs, lr = d.epochs, d.lr
-        path = models_dir / f"denoiser-{_key(den_key)}.pt"
+        path = den_path
         if d.init_from:
             if not path.is_file():  # a resumed fine-tuning continues from its own checkpoint instead
                 load_unet_weights(unet, d.init_from)

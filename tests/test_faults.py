@@ -204,6 +204,10 @@ BAD_SETTINGS = [
     ("features.knn_layer=layer9", "features.knn_layer = 'layer9'"),
     ("denoiser.ema_decay=1", r"denoiser.ema_decay = 1.0: must be in \[0, 1\)"),
     ("predict.threshold_quantile=99", r"predict.threshold_quantile = 99.0: must lie in \[0, 1\]"),
+    # the patch-kNN peer used a one-patch memory bank, or divided by zero, without a word
+    ("baselines.coreset_ratio=0", r"baselines.coreset_ratio = 0.0: must lie in \(0, 1\]"),
+    ("baselines.projection_dim=0", "baselines.projection_dim = 0: must be >= 1"),
+    ("baselines.exact_below=-5", "baselines.exact_below = -5: must be >= 0"),
     ("dic.t_max=[40", r"override 'dic.t_max=\[40': '\[40' is not a value"),  # was a yaml traceback
     ("=40", "override '=40' is not of the form key=value"),
 ]
@@ -243,6 +247,21 @@ def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
                        r"\(24 training images, 2 held out for validation\): a dic.k of at most 21, or more "
                        r"training images"):
         fit_pipeline(load_preset("tiny", FAST + ["dic.k=30"]), "synthetic", data_copy, "board", tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("denoiser.init_from={missing}", "denoiser checkpoint {missing} to fine-tune from does not exist$"),
+    ("denoiser.down_block_types=[DownBlock2D,FooBlock2D]", "denoiser: diffusers' UNet2DModel refuses these settings: "
+     "FooBlock2D does not exist.$"),
+])  # fmt: skip
+def test_a_wrong_denoiser_setting_fails_before_training_in_one_line(data_copy, tmp_path, setting, message):
+    """A missing checkpoint to fine-tune from was found once the autoencoder was trained, and a block type diffusers
+    does not have ended in its traceback."""
+    missing = str(tmp_path / "denoiser-abc.pt")
+    cfg = load_preset("tiny", FAST + [setting.format(missing=missing)])
+    with pytest.raises((ConfigError, FileNotFoundError), match=message.format(missing=re.escape(missing))):
+        fit_pipeline(cfg, "synthetic", data_copy, "board", tmp_path / "m")
     assert not (tmp_path / "m").exists()
 
 
