@@ -156,6 +156,12 @@ def load_pretrained_vae(source: str) -> Autoencoder:
     """A pretrained autoencoder from this machine: a TAESD-family pair (built-in "taef2" or a folder), a diffusers
     AutoencoderTiny or AutoencoderKL folder, or a repo id in the local Hugging Face cache (sd-vae-ft-mse)."""
     path = taesd.resolve(source)
+    if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):  # a path, not a repo id
+        raise WeightsNotFoundError(
+            f"autoencoder.source = {source!r}: no such file or folder (a folder of a TAESD-family _encoder.pth and "
+            f"_decoder.pth pair, or of a diffusers AutoencoderTiny or AutoencoderKL; a Hugging Face repo id in the "
+            f"local cache; built in: {', '.join(taesd.BUILTIN)}; or train)"
+        )
     if taesd.is_taesd_folder(path):
         return taesd.load_tiny_autoencoder(path)  # its own errors name the file and the mismatched keys
     try:

@@ -83,3 +83,12 @@ def test_a_missing_autoencoder_explains_itself_without_a_download_warning(recwar
     with pytest.raises(WeightsNotFoundError, match="not found on this machine \\(dynad never downloads\\)"):
         load_pretrained_vae("dynad-tests/no-such-autoencoder")
     assert not [str(w.message) for w in recwarn if "ownload" in str(w.message)]
+
+
+def test_a_mistyped_autoencoder_path_is_named_as_a_path(tmp_path):
+    """A path that is not there read as a Hugging Face repo id: the error told how to get sd-vae-ft-mse, with
+    diffusers' 'Checkout your internet connection' at its end."""
+    missing = tmp_path / "my_vae"
+    with pytest.raises(WeightsNotFoundError, match=f"^autoencoder.source = '{missing}': no such file or folder") as e:
+        load_pretrained_vae(str(missing))
+    assert "internet" not in str(e.value) and "taef2" in str(e.value)
