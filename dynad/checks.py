@@ -176,6 +176,21 @@ def _faults(cfg: ExperimentConfig, n_train: int | None, n_held: int) -> list[str
     return faults
 
 
+def check_buildable(cfg: ExperimentConfig, autoencoder: bool = True) -> None:
+    """What only torch can check, in seconds: the UNet and the feature extractor are built on the meta device (no
+    memory, no random numbers drawn) and the extractor's weights file is found and matched; both are built after
+    hours of training otherwise. With `autoencoder`, a pretrained autoencoder is loaded too (a training loads it
+    first anyway). ConfigError, or FileNotFoundError for a weights file that is not there."""
+    from dynad.autoencoder import load_pretrained_vae  # torch and diffusers: not needed by the range checks above
+    from dynad.denoiser import check_unet
+    from dynad.features import check_extractor
+
+    check_unet(cfg.denoiser)
+    check_extractor(cfg.features)
+    if autoencoder and cfg.autoencoder.source != "train" and cfg.reconstruction.space != "pixel":
+        load_pretrained_vae(cfg.autoencoder.source)
+
+
 def check_config(cfg: ExperimentConfig, n_train: int | None = None, n_held: int = 0) -> ExperimentConfig:
     """Raise ConfigError listing every out-of-range field (one line each); return `cfg` when all are valid.
 

@@ -31,20 +31,13 @@ from dynad import distributed
 from dynad.autoencoder import (
     LatentCodec, autoencoder_from_architecture, build_small_vae, load_pretrained_vae, set_latent_scale, vae_loss,
 )  # fmt: skip
-from dynad.checks import check_config
+from dynad.checks import check_buildable, check_config
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides
 from dynad.data import to_rgb
-from dynad.denoiser import (
-    build_unet,
-    check_unet,
-    count_parameters,
-    denoiser_checkpoint,
-    epsilon_loss,
-    load_unet_weights,
-)
+from dynad.denoiser import build_unet, count_parameters, denoiser_checkpoint, epsilon_loss, load_unet_weights
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
-from dynad.features import FeatureExtractor, build_extractor, check_extractor, knn_features
+from dynad.features import FeatureExtractor, build_extractor, knn_features
 from dynad.progress import tqdm
 from dynad.provenance import resolve_device, save_torch, seed_everything, set_threads
 from dynad.reconstruction import reconstruct
@@ -135,8 +128,7 @@ class DynAD:
         reused only for the same data.
         """
         check_config(cfg, n_train=train_images.shape[0])
-        check_extractor(cfg.features)  # built after training: a wrong backbone or a missing file fails now
-        check_unet(cfg.denoiser)  # built once the autoencoder is trained
+        check_buildable(cfg, autoencoder=False)  # the UNet and the extractor are built after training
         models_dir = Path(models_dir)
         # accelerate picks this process's device (cuda:<local rank> under `accelerate launch`).
         run = {"device": cfg.device, "mixed_precision": distributed.precision(cfg),

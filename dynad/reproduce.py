@@ -471,12 +471,13 @@ def reproduce(
     from tqdm.auto import tqdm
 
     from dynad import run_folder
-    from dynad.checks import check_config
+    from dynad.checks import check_buildable, check_config
     from dynad.config import ConfigError, load_preset
     from dynad.results import eval_fingerprint, inputs_fingerprint, marker_matches
 
     # A wrong key, type or range is a ConfigError now, not once in each category's first notebook.
     cfg = check_config(load_preset(preset, [*overrides, *([f"threads={threads}"] if threads is not None else [])]))
+    check_buildable(cfg)
     threads = cfg.threads  # the count every run uses, passed to (and recorded by) each notebook
     if preset.endswith((".yaml", ".yml")):  # a preset file: the notebooks' kernels start in another folder
         preset = str(Path(preset).resolve())

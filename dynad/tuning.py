@@ -32,7 +32,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from dynad import run_folder, validation
-from dynad.checks import check_config
+from dynad.checks import check_buildable, check_config
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides, load_preset, parse_value, preset_path
 from dynad.experiment import fit_pipeline
 from dynad.pipeline import DynAD
@@ -167,6 +167,7 @@ def _keep_previous(out: Path) -> None:
 def _check_grid(configs: list[ExperimentConfig], grid: dict[str, list[Any]]) -> None:
     """Every grid point's settings in range (ConfigError), before any training rather than when it is scored."""
     for setting_cfg in configs:
+        check_buildable(setting_cfg)
         for inference in itertools.product(*(grid[k] for k in _INFERENCE_KEYS)):
             for map_values in itertools.product(*(grid[k] for k in _MAP_KEYS)):
                 point = {**dict(zip(_INFERENCE_KEYS, inference)), **map_overrides(*map_values)}  # as scored below

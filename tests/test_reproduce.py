@@ -264,6 +264,16 @@ def test_bad_root_and_bad_override_are_reported_once_before_any_kernel(env: dict
         _reproduce(env, "bad-range", overrides=["anomaly_map.kernel_size=4"])
     with pytest.raises(ConfigError, match="threads = -1: must be >= 0"):
         _reproduce(env, "bad-range", threads=-1)
+    # What only torch can check: a block the backbone lacks, weights that are not there (the mvtec preset's
+    # resnet34 file), a UNet block diffusers lacks. Each failed in every category once its models were trained.
+    with pytest.raises(ConfigError, match="features.layers: MobileNetV2 has no block named 'features.99'"):
+        _reproduce(env, "bad-range", overrides=["features.layers=[features.3,features.6,features.99]"])
+    with pytest.raises(FileNotFoundError, match="feature-extractor weights '/nowhere/resnet34-b627a593.pth' not"):
+        _reproduce(env, "bad-range", overrides=["features.weights=/nowhere/resnet34-b627a593.pth"])
+    with pytest.raises(ConfigError, match="FooBlock2D does not exist"):
+        _reproduce(env, "bad-range", overrides=["denoiser.down_block_types=[DownBlock2D,FooBlock2D]"])
+    with pytest.raises(FileNotFoundError, match="autoencoder.source = '/nowhere/sd-vae': no such file or folder"):
+        _reproduce(env, "bad-range", overrides=["autoencoder.source=/nowhere/sd-vae"])
     for jobs in (0, -1):  # -1 is "all cores" to joblib; it ran one category at a time in silence
         with pytest.raises(ConfigError, match=f"jobs must be >= 1 \\(categories run at once\\), got {jobs}"):
             _reproduce(env, "bad-jobs", jobs=jobs)

@@ -140,7 +140,10 @@ def test_an_unknown_training_key_fails_before_any_training(shared_data, tmp_path
                         ({"anomaly_map.sigma": [2.0, 8.0]}, r"kernel_size = 65: .* \(anomaly_map.sigma 8;"),
                         ({"dic.t_max": [20, 5000]}, "dic.t_max = 5000"),
                         ({"denoiser.max_train_timestep": [50], "dic.t_max": [20, 100]},  # with a training axis
-                         "dic.t_max = 100: must be <= denoiser.max_train_timestep")):  # fmt: skip
+                         "dic.t_max = 100: must be <= denoiser.max_train_timestep"),
+                        # the second training setting's UNet: diffusers refused it once the first had trained
+                        ({"denoiser.down_block_types": [["DownBlock2D", "AttnDownBlock2D"], ["DownBlock2D", "Foo"]]},
+                         "Foo does not exist")):  # fmt: skip
         with pytest.raises(ConfigError, match=fault):
             tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=tmp_path / "models", grid=grid,
                  progress=False)  # fmt: skip
