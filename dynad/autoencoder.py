@@ -156,7 +156,7 @@ def load_pretrained_vae(source: str) -> Autoencoder:
     """A pretrained autoencoder from this machine: a TAESD-family pair (built-in "taef2" or a folder), a diffusers
     AutoencoderTiny or AutoencoderKL folder, or a repo id in the local Hugging Face cache (sd-vae-ft-mse)."""
     path = taesd.resolve(source)
-    if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):  # a path, not a repo id
+    if not path.exists() and (path.is_absolute() or source.startswith(".")):  # a path (~ expanded), not a repo id
         raise WeightsNotFoundError(
             f"autoencoder.source = {source!r}: no such file or folder (a folder of a TAESD-family _encoder.pth and "
             f"_decoder.pth pair, or of a diffusers AutoencoderTiny or AutoencoderKL; a Hugging Face repo id in the "

@@ -35,15 +35,7 @@ from dynad.anomaly_map import image_scores
 from dynad.autoencoder import build_small_vae
 from dynad.checks import check_config
 from dynad.config import ExperimentConfig, fidelity_deviations
-from dynad.data import (
-    MASK_ENCODING,
-    DatasetError,
-    ImageDataset,
-    has_masks,
-    make_index,
-    mask_is_empty,
-    shown_size,
-)
+from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, has_masks, make_index, mask_is_empty, shown_size
 from dynad.denoiser import build_unet, count_parameters
 from dynad.features import build_extractor
 from dynad.fingerprint import data_fingerprint
