@@ -35,7 +35,7 @@ scale of the same shape is resized with it.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -532,6 +532,42 @@ def shown_size(path: str | Path) -> tuple[int, int]:
             return (h, w) if im.getexif().get(_ORIENTATION) in (5, 6, 7, 8) else (w, h)
     except Exception as e:
         raise DatasetError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+
+
+ASPECT_TOLERANCE = 1.1  # a width / height within 10 % of the training images' range is theirs (crops round)
+
+
+def aspect_range(paths: Iterable[str | Path]) -> list[float]:
+    """[min, max] of width / height over the images, from their headers (EXIF orientation applied)."""
+    ratios = [w / h for w, h in map(shown_size, paths)]
+    return [round(min(ratios), 4), round(max(ratios), 4)]
+
+
+def other_aspect_ratios(paths: Sequence[str | Path], training: Sequence[float]) -> list[tuple[int, tuple[int, int]]]:
+    """(index, (width, height)) of the images whose width / height lies outside the training images' `[min, max]`
+    beyond the tolerance: every image is resized to S x S, so theirs are squeezed otherwise, which alone raises their
+    scores. Files that cannot be read are left to the callers' own errors."""
+    lo, hi = training
+    outside = []
+    for i, p in enumerate(paths):
+        try:
+            w, h = shown_size(p)
+        except DatasetError:
+            continue
+        if not lo / ASPECT_TOLERANCE <= w / h <= hi * ASPECT_TOLERANCE:
+            outside.append((i, (w, h)))
+    return outside
+
+
+def aspect_warning(n: int, total: int, what: str, training: Sequence[float], first: str, size: tuple[int, int],
+                   image_size: int) -> str:  # fmt: skip
+    """The line that reports `other_aspect_ratios`: how many of `what`, the training range, the first one."""
+    lo, hi = training
+    theirs = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f} to {hi:.2f}"
+    w, h = size
+    return (f"{n} of {total} {what} have another aspect ratio (width / height) than the training images ({theirs}): "
+            f"{first} is {w} x {h} px ({w / h:.2f}). Every image is resized to {image_size} x {image_size} px, so "
+            f"these are squeezed otherwise, which raises their scores: crop them as the training images were")
 
 
 def mask_is_empty(path: str | Path, encoding: str = "auto") -> bool:

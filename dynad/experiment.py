@@ -35,7 +35,17 @@ from dynad.anomaly_map import image_scores
 from dynad.autoencoder import build_small_vae
 from dynad.checks import check_config
 from dynad.config import ExperimentConfig, fidelity_deviations
-from dynad.data import MASK_ENCODING, DatasetError, ImageDataset, has_masks, make_index, mask_is_empty, shown_size
+from dynad.data import (
+    MASK_ENCODING,
+    DatasetError,
+    ImageDataset,
+    aspect_range,
+    aspect_warning,
+    has_masks,
+    make_index,
+    mask_is_empty,
+    other_aspect_ratios,
+)
 from dynad.denoiser import build_unet, count_parameters
 from dynad.features import build_extractor
 from dynad.fingerprint import data_fingerprint
@@ -234,6 +244,13 @@ def fit_pipeline(
     )
     train_split["images"], train_split["rows"] = images[keep], train_split["rows"].iloc[keep].reset_index(drop=True)
     train_split["held_out"] = int(len(held))
+    aspect = aspect_range(train_split["rows"].image_path)  # `dynad predict` compares new images to it too
+    if test is not None:  # before training: a test folder from another camera or crop is scored higher for it
+        outside = other_aspect_ratios(list(test["rows"].image_path), aspect)
+        if outside:
+            i, size = outside[0]
+            print(f"WARNING ({dataset}/{category}): " + aspect_warning(len(outside), len(test["rows"]), "test images",
+                  aspect, test["rows"].image_path.iloc[i], size, cfg.data.image_size), file=sys.stderr)  # fmt: skip
     load_seconds = time.perf_counter() - t0
     # Stored models are keyed on the training files' contents (the held-out ones excluded), not on the folder's path.
     data_id = {"dataset": dataset, "category": category,
@@ -241,9 +258,8 @@ def fit_pipeline(
                "held_out": validation.held_out_key(cfg.validation, len(keep) + len(held))}  # fmt: skip
     pipe = DynAD.fit(cfg, train_split["images"], models_dir, data_id, progress=progress)
     pipe.provenance["seconds"] = {"load_data": load_seconds, **pipe.provenance["seconds"]}
-    ratios = [w / h for w, h in map(shown_size, train_split["rows"].image_path)]  # `dynad predict` compares to them
     pipe.provenance["data"] = {"root": str(Path(root).resolve()), "train_fingerprint": data_id["fingerprint"],
-                               "train_aspect_ratio": [round(min(ratios), 4), round(max(ratios), 4)]}  # fmt: skip
+                               "train_aspect_ratio": aspect}  # fmt: skip
     if test is not None:
         test_files = [*test["rows"].image_path, *test["rows"].mask_path.dropna()]
         pipe.provenance["data"]["test_fingerprint"] = data_fingerprint(test_files, root)

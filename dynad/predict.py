@@ -49,13 +49,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dynad import plots, run_folder
-from dynad.data import DatasetError, load_image, open_rgb, shown_size
+from dynad.data import DatasetError, aspect_warning, load_image, open_rgb, other_aspect_ratios
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COLUMNS = ["path", "name", "score", "is_anomalous", "threshold", "knn_distance", "bin", "t_hat"]
-ASPECT_TOLERANCE = 1.1  # an aspect ratio within 10 % of the training images' range is theirs (crops round)
 
 
 class PredictError(ValueError):
@@ -331,26 +330,14 @@ def predict(
 
 
 def _check_aspect_ratios(pipe: DynAD, rows: list[dict]) -> dict[str, Any] | None:
-    """The images whose width / height lies outside the training images' range: resized to S x S as every image is,
-    they are squeezed otherwise, which raises their scores. One warning line; None for pipelines that do not store
-    the training images' range (saved before 2026-12-07)."""
+    """The images of another width / height than the training images' (`data.other_aspect_ratios`), with one warning
+    line; None for pipelines that do not store the training images' range (saved before 2026-12-07)."""
     training = pipe.provenance.get("data", {}).get("train_aspect_ratio")
     if training is None:
         return None
-    lo, hi = training
-    outside = []  # (row, (width, height))
-    for r in rows:
-        try:
-            w, h = shown_size(r["path"])
-        except DatasetError:  # removed since it was scored: nothing to say about it
-            continue
-        if not lo / ASPECT_TOLERANCE <= w / h <= hi * ASPECT_TOLERANCE:
-            outside.append((r, (w, h)))
+    outside = other_aspect_ratios([r["path"] for r in rows], training)
     if outside:
-        (first, (w, h)), size = outside[0], pipe.cfg.data.image_size
-        theirs = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f} to {hi:.2f}"
-        print(f"WARNING: {len(outside)} of {len(rows)} images have another aspect ratio (width / height) than the "
-              f"training images ({theirs}): {first['name']} is {w} x {h} px ({w / h:.2f}). Every image is resized to "
-              f"{size} x {size} px, so these are squeezed otherwise, which raises their scores: crop them as the "
-              f"training images were", file=sys.stderr)  # fmt: skip
-    return {"training": training, "outside": len(outside), "examples": [r["name"] for r, _ in outside[:8]]}
+        (i, size) = outside[0]
+        print("WARNING: " + aspect_warning(len(outside), len(rows), "images", training, rows[i]["name"], size,
+                                           pipe.cfg.data.image_size), file=sys.stderr)  # fmt: skip
+    return {"training": training, "outside": len(outside), "examples": [rows[i]["name"] for i, _ in outside[:8]]}

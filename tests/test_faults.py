@@ -250,6 +250,37 @@ def test_k_beyond_the_training_set_fails_before_training(data_copy, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_test_images_of_another_aspect_ratio_are_warned_about_before_training(data_copy, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Test images from another camera or crop: resized to S x S as every image is, they are squeezed otherwise than
+    the training images, which alone raises their scores (`dynad predict` says the same of new images)."""
+    import dynad.experiment
+
+    root = Path(shutil.copytree(data_copy, tmp_path / "synthetic"))
+    first = sorted((root / "board" / "test" / "good").glob("*.png"))[0]
+    with Image.open(first) as im:
+        im.resize((2 * im.width, im.height)).save(first)
+
+    class Trained(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(dynad.experiment.DynAD, "fit", stop)
+    with pytest.raises(Trained):
+        fit_pipeline(load_preset("tiny", FAST), "synthetic", root, "board", tmp_path / "m", progress=False)
+    err = capsys.readouterr().err
+    w, h = Image.open(first).size
+    assert (f"WARNING (synthetic/board): 1 of {len(list((root / 'board' / 'test').rglob('*.png')))} test images have "
+            f"another aspect ratio (width / height) than the training images (1.00): {first} is {w} x {h} px (2.00). "
+            f"Every image is resized to 32 x 32 px") in err
+    shutil.copy(data_copy / "board" / "test" / "good" / first.name, first)  # back to its square self: quiet
+    with pytest.raises(Trained):
+        fit_pipeline(load_preset("tiny", FAST), "synthetic", root, "board", tmp_path / "m", progress=False)
+    assert "aspect ratio" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("setting, message", [
     ("denoiser.init_from={missing}", "denoiser checkpoint {missing} to fine-tune from does not exist$"),
     ("denoiser.down_block_types=[DownBlock2D,FooBlock2D]", "denoiser: diffusers' UNet2DModel refuses these settings: "
