@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -399,10 +400,26 @@ def from_dict(cls: type, d: dict[str, Any] | Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with numbers as people write them: PyYAML follows YAML 1.1, where 1e-4 (no dot) is a string; YAML 1.2,
+    and this loader, read it as a float."""
+
+
+_Loader.add_implicit_resolver(  # copies the inherited resolvers first, so yaml.safe_load is unchanged
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Settings text (a preset file, a --set or --grid value) as Python values."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def parse_value(raw: str, where: str) -> Any:
-    """One command-line value read as YAML (10 an int, 0.5 a float, [64,128] a list, null None)."""
+    """One command-line value read as YAML (10 an int, 0.5 a float, 1e-4 a float, [64,128] a list, null None)."""
     try:
-        return yaml.safe_load(raw)
+        return load_yaml(raw)
     except yaml.YAMLError:
         raise ConfigError(f"{where}: {raw!r} is not a value (a number, a word, true/false, null or a [list])") from None
 
@@ -448,7 +465,7 @@ def load_preset(name: str | Path, overrides: dict[str, Any] | list[str] | None =
     if not path.is_file():
         raise ConfigError(f"preset file {path} not found")
     try:
-        d = yaml.safe_load(path.read_text()) or {}
+        d = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

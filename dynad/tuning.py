@@ -33,7 +33,15 @@ from tqdm.auto import tqdm
 
 from dynad import run_folder, validation
 from dynad.checks import check_buildable, check_config
-from dynad.config import ConfigError, ExperimentConfig, apply_overrides, load_preset, parse_value, preset_path
+from dynad.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    load_preset,
+    load_yaml,
+    parse_value,
+    preset_path,
+)
 from dynad.experiment import fit_pipeline
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write
@@ -209,7 +217,7 @@ def write_tuned_preset(
 ) -> None:
     """The preset that `cfg` came from, with the chosen settings written in; its header says how they were chosen."""
     try:
-        base = yaml.safe_load(preset_path(cfg.preset).read_text()) or {}
+        base = load_yaml(preset_path(cfg.preset).read_text()) or {}
         preset_cfg = load_preset(cfg.preset).to_dict()
     except ConfigError:  # a custom or file preset: start from the full config
         base, preset_cfg = {}, {}

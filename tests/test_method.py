@@ -264,6 +264,22 @@ def test_presets_load_and_overrides_are_typed():
         load_preset("nope")
 
 
+def test_numbers_in_scientific_notation_are_numbers(tmp_path):
+    """PyYAML reads YAML 1.1, where 1e-4 (no dot) is a string: `--set denoiser.lr=1e-4` failed with "expected a
+    number, got '1e-4'", and so did a preset file or a `--grid` value written that way."""
+    from dynad.tuning import parse_grid
+
+    cfg = load_preset("tiny", ["denoiser.lr=1e-4", "adaptation.lr=5E-5", "anomaly_map.sigma=2.5e0",
+                               "reconstruction.eta=.5e1"])  # fmt: skip
+    assert (cfg.denoiser.lr, cfg.adaptation.lr, cfg.anomaly_map.sigma, cfg.reconstruction.eta) == (1e-4, 5e-5, 2.5, 5.0)
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("denoiser:\n  lr: 3e-4\n  epochs: 5\n")
+    assert load_preset(str(preset)).denoiser.lr == 3e-4
+    assert parse_grid(["denoiser.lr=1e-4,2.5e-4", "autoencoder.source=taef2,train"]) == {
+        "denoiser.lr": [1e-4, 2.5e-4], "autoencoder.source": ["taef2", "train"]}
+    assert load_preset("tiny", ["features.weights=1e5.pth"]).features.weights == "1e5.pth"  # words stay words
+
+
 def test_paper_unet_size_within_ten_percent_of_281m():
     from dynad.denoiser import build_unet, count_parameters
 
