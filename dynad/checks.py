@@ -169,6 +169,7 @@ def _faults(cfg: ExperimentConfig, n_train: int | None, n_held: int) -> list[str
     at_least("anomaly_map.num_train_maps", am.num_train_maps, 1)
     at_least("anomaly_map.score_exponent", am.score_exponent, 0.0)
     at_least("eval.num_figures", ev.num_figures, 0)
+    at_least("gradient_accumulation_steps", cfg.gradient_accumulation_steps, 1)
     bl = cfg.baselines
     need(0 < bl.coreset_ratio <= 1, "baselines.coreset_ratio", bl.coreset_ratio, "must lie in (0, 1]")
     at_least("baselines.projection_dim", bl.projection_dim, 1)

@@ -298,11 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     from dynad.config import ConfigError
     from dynad.data import DatasetError
     from dynad.run_folder import RunFolderError
-    from dynad.training import CheckpointError
+    from dynad.training import CheckpointError, DivergedError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, RunFolderError, CheckpointError, OSError) as e:
+    except (ConfigError, DatasetError, RunFolderError, CheckpointError, DivergedError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback from wherever torch was

@@ -25,6 +25,7 @@ optimizer step and stored in the checkpoint beside the raw weights, which resumi
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 import warnings
@@ -82,6 +83,10 @@ class _Objective(torch.nn.Module):
 
     def forward(self, batch: torch.Tensor, rng: BatchRandom) -> torch.Tensor:
         return self.loss_fn(self.model, batch, rng)
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the weights are lost, so training stops before they are saved."""
 
 
 class CheckpointError(RuntimeError):
@@ -197,6 +202,11 @@ def train(
         summed = acc.reduce(torch.tensor([total, count], dtype=torch.float64, device=acc.device), "sum")
         losses.append(float(summed[0] / summed[1]))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if not math.isfinite(losses[-1]):  # every later epoch, the saved model and the run's maps would be NaN
+            bar.close()
+            raise DivergedError(f"{desc}: the training loss is {losses[-1]} after epoch {epoch + 1} of {epochs} "
+                                f"(learning rate {lr:g}): the weights diverged and are not kept; a smaller learning "
+                                f"rate trains them")  # fmt: skip
         done = epoch + 1 == epochs
         if ckpt_path is not None and (done or (epoch + 1) % checkpoint_every == 0) and acc.is_main_process:
             state = {

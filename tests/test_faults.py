@@ -204,6 +204,7 @@ BAD_SETTINGS = [
     ("features.knn_layer=layer9", "features.knn_layer = 'layer9'"),
     ("denoiser.ema_decay=1", r"denoiser.ema_decay = 1.0: must be in \[0, 1\)"),
     ("predict.threshold_quantile=99", r"predict.threshold_quantile = 99.0: must lie in \[0, 1\]"),
+    ("gradient_accumulation_steps=0", "gradient_accumulation_steps = 0: must be >= 1"),  # it trained nothing
     # the patch-kNN peer used a one-patch memory bank, or divided by zero, without a word
     ("baselines.coreset_ratio=0", r"baselines.coreset_ratio = 0.0: must lie in \(0, 1\]"),
     ("baselines.projection_dim=0", "baselines.projection_dim = 0: must be >= 1"),
@@ -574,6 +575,38 @@ def test_truncated_checkpoint_is_named_moved_aside_and_retrained(tmp_path):
                        ckpt_path=ckpt, config={"x": 1}, progress=False)  # fmt: skip
     assert len(losses) == 2 and (tmp_path / "m.pt.corrupt").is_file()
     assert torch.load(ckpt, weights_only=False)["complete"]
+
+
+def test_a_diverged_training_stops_with_one_line_and_keeps_the_checkpoint_before(tmp_path):
+    """A learning rate too high: the loss became NaN, training went on, the NaN weights were saved as a finished model,
+    and the run ended in scikit-learn's 'Input X contains NaN' traceback (or, with gradient_accumulation_steps 0,
+    which trained nothing, finished with numbers)."""
+    from dynad.training import DivergedError
+
+    calls = []
+
+    def loss(m, b, g):
+        calls.append(1)
+        value = m(b).pow(2).mean()
+        return value * float("inf") if len(calls) == 2 else value  # the second epoch's step blows up
+
+    model, ckpt = torch.nn.Linear(2, 1), tmp_path / "m.pt"
+    with pytest.raises(DivergedError, match=r"^denoiser: the training loss is inf after epoch 2 of 3 \(learning rate "
+                       r"0.1\): the weights diverged and are not kept; a smaller learning rate trains them"):
+        train(model, torch.randn(4, 2), loss, epochs=3, batch_size=4, lr=0.1, ckpt_path=ckpt, config={"x": 1},
+              checkpoint_every=1, desc="denoiser", progress=False)  # fmt: skip
+    kept = torch.load(ckpt, weights_only=False)
+    assert kept["epoch"] == 1 and not kept["complete"] and all(v.isfinite().all() for v in kept["model"].values())
+
+
+def test_a_diverged_run_is_one_line_at_the_command_line(data_copy, tmp_path, capsys):
+    assert cli_main(["run", "--preset", "tiny", "--dataset", "synthetic", "--root", str(data_copy), "--category",
+                     "board", "--out", str(tmp_path / "run"), "--set", "autoencoder.epochs=1",
+                     "--set", "denoiser.lr=1e30"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(r"error: denoiser: the training loss is nan after epoch \d+ of 20 \(learning rate 1e\+30\): the "
+                        r"weights diverged and are not kept; a smaller learning rate trains them", err[-1])
+    assert not any("Traceback" in line for line in err)
 
 
 @pytest.mark.parametrize("command, says", [
