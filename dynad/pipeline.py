@@ -192,21 +192,19 @@ class DynAD:
         unet = build_unet(cfg.denoiser, size // codec.downsampling, codec.latent_channels)
         d = cfg.denoiser
         epochs, lr = d.epochs, d.lr
-        path = den_path
         if d.init_from:
-            if not path.is_file():  # a resumed fine-tuning continues from its own checkpoint instead
+            if not den_path.is_file():  # a resumed fine-tuning continues from its own checkpoint instead
                 load_unet_weights(unet, d.init_from)
             epochs, lr = d.finetune_epochs, d.finetune_lr
         schedule = NoiseSchedule(d.num_train_timesteps, d.beta_start, d.beta_end)
         prov["losses"]["denoiser"] = train(
             unet, moments, epsilon_loss(schedule, cfg.autoencoder.posterior == "sample", d.max_train_timestep),
-            epochs=epochs, batch_size=d.batch_size, lr=lr, weight_decay=d.weight_decay, ckpt_path=path, config=den_key,
-            checkpoint_every=d.checkpoint_every, seed=cfg.seed, desc="denoiser", progress=progress,
+            epochs=epochs, batch_size=d.batch_size, lr=lr, weight_decay=d.weight_decay, ckpt_path=den_path,
+            config=den_key, checkpoint_every=d.checkpoint_every, seed=cfg.seed, desc="denoiser", progress=progress,
             ema_decay=d.ema_decay, **run,
         )  # fmt: skip
-        prov["weights"]["denoiser"] = (
-            f"fine-tuned from {d.init_from} ({path.name})" if d.init_from else f"trained from scratch ({path.name})"
-        )
+        how = f"fine-tuned from {d.init_from}" if d.init_from else "trained from scratch"
+        prov["weights"]["denoiser"] = f"{how} ({den_path.name})"
         prov["denoiser_parameters"] = count_parameters(unet)
         prov["seconds"]["train_denoiser"] = time.perf_counter() - t0
 

@@ -56,7 +56,6 @@ DEFAULT_GRID: dict[str, list[Any]] = {
 _INFERENCE_KEYS = ("dic.t_max", "reconstruction.eta")  # need new reconstructions
 _MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma", "anomaly_map.score_exponent")  # re-combine the same raw maps
 _SCORE_COLUMNS = ("image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget")
-FEW_HELD_OUT = validation.FEW_HELD_OUT  # fewer held-out images: the choice is warned about
 
 
 class TuneError(ValueError):
@@ -134,7 +133,7 @@ def tune(
             rows.append({**{k: _cell(v) for k, v in setting.items()}, **row, "setting": i,
                          "fit_seconds": round(seconds, 1), "within_budget": within})  # fmt: skip
     n_val = len(train["validation"].labels) // 2
-    if n_val < FEW_HELD_OUT:
+    if n_val < validation.FEW_HELD_OUT:
         print(f"WARNING ({dataset}/{category}): the choice rests on {n_val} held-out training images, so near-ties "
               f"decide it; more training images or a larger validation.fraction (now {cfg.validation.fraction:g}) "
               f"make it firmer", file=sys.stderr)  # fmt: skip

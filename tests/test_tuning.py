@@ -110,7 +110,7 @@ def test_dynad_tune_refuses_a_budget_that_is_not_a_positive_time(shared_data, tm
 
 def test_dynad_tune_warns_when_few_held_out_images_judge_the_grid(shared_data, tmp_path, one_thread, capsys,
                                                                   monkeypatch):  # fmt: skip
-    import dynad.tuning
+    import dynad.validation
 
     root, models = shared_data
     argv = ["tune", "--preset", "tiny", "--root", str(root), "--category", "board", "--models", str(models),
@@ -118,10 +118,10 @@ def test_dynad_tune_warns_when_few_held_out_images_judge_the_grid(shared_data, t
             "anomaly_map.sigma=2"]  # fmt: skip
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     n_val = int(re.search(r"pseudo-defects on (\d+) held-out", (tmp_path / "a" / "tuned.yaml").read_text())[1])
-    assert n_val < dynad.tuning.FEW_HELD_OUT
+    assert n_val < dynad.validation.FEW_HELD_OUT
     warning = f"WARNING (synthetic/board): the choice rests on {n_val} held-out training images, so near-ties decide"
     assert warning in capsys.readouterr().err
-    monkeypatch.setattr(dynad.tuning, "FEW_HELD_OUT", n_val)
+    monkeypatch.setattr(dynad.validation, "FEW_HELD_OUT", n_val)
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert "WARNING" not in capsys.readouterr().err
 
