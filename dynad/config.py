@@ -362,7 +362,14 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        key_tp, value_tp = typing.get_args(tp)
+        for k in value:
+            if not isinstance(k, key_tp):
+                raise ConfigError(f"{key}: the key {k!r} is not text (YAML reads 01 as the number 1, yes as true): "
+                                  f"write it in quotes as it is named, e.g. '01'")
+        return {k: _check_type(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
@@ -485,6 +492,17 @@ def load_preset(name: str | Path, overrides: dict[str, Any] | list[str] | None =
                         raise ConfigError(f"{section}: expected a mapping, got {node!r}")
                 node.setdefault(name, value)
         cfg = from_dict(ExperimentConfig, d)
+        _check_per_category(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return apply_overrides(cfg, overrides)
+
+
+def _check_per_category(cfg: ExperimentConfig) -> None:
+    """Each category's overrides name settings and types that exist: checked at load time, as they would otherwise
+    fail only when that category runs."""
+    for category, overrides in cfg.per_category.items():
+        try:
+            apply_overrides(dataclasses.replace(cfg, per_category={}), overrides)
+        except ConfigError as e:
+            raise ConfigError(f"per_category.{category}: {e}") from None

@@ -233,6 +233,15 @@ def test_every_preset_passes_the_checks():
     ("denoiser: {epochs: 4\n", r"not valid YAML at line 2, column 1: expected ',' or '}'"),
     ("- dic.t_max: 40\n", r"expected a mapping of settings .*, got a list"),
     ("fidelity: reference\ndic: 40\n", r"dic: expected a mapping, got 40"),  # the profile fills dic.* in
+    # BTAD's categories are 01, 02, 03: YAML reads 01 as the number 1, and its settings were never applied
+    ("per_category:\n  01: {reconstruction.eta: 3}\n", r"per_category: the key 1 is not text \(YAML reads 01 as the "
+     r"number 1, yes as true\): write it in quotes as it is named, e.g. '01'"),
+    # a misspelt setting of one category failed only when that category ran, without the category in the message
+    ("per_category:\n  capsule: {reconstruction.etaa: 3}\n", r"per_category.capsule: unknown config key "
+     r"reconstruction.etaa"),
+    ("per_category:\n  capsule: {reconstruction.eta: high}\n", r"per_category.capsule: reconstruction.eta: "
+     r"expected a number, got 'high'"),
+    ("per_category:\n  capsule: 3\n", r"per_category.capsule: expected a mapping, got 3"),  # an AttributeError
 ])  # fmt: skip
 def test_a_preset_file_that_is_not_a_mapping_of_settings_is_one_line(tmp_path, text, message):
     """Each of these ended in a yaml or AttributeError traceback."""
