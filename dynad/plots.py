@@ -220,15 +220,21 @@ def tune_grid(table: pd.DataFrame, path: str | Path) -> Path:
     """`dynad tune`'s tune.csv as heatmaps of the validation objective over T_max x sigma (the best over eta and
     lambda in each cell), one panel per training setting; the chosen point (the best row within the budget) is boxed.
     """
-    from dynad.tuning import training_columns  # here: dynad.tuning imports the whole pipeline
+    from dynad.tuning import eligible, training_columns  # here: dynad.tuning imports the whole pipeline
 
     training = training_columns(table)
     groups = list(table.groupby(training, sort=False)) if training else [((), table)]
-    eligible = table[table.within_budget].sort_values("objective", ascending=False, kind="stable")
-    chosen = eligible.iloc[0] if len(eligible) else None  # none: every setting trained over the budget
+    choices = eligible(table)
+    chosen = choices.iloc[0] if len(choices) else None  # none: every setting trained over the budget or diverged
     lo, hi = table.objective.min(), table.objective.max()  # one colour scale for every panel
     fig, axes = plt.subplots(1, len(groups), figsize=(0.9 + 3.3 * len(groups), 3.2), squeeze=False)
     for ax, (values, g) in zip(axes[0], groups):
+        label = ", ".join(f"{c.split('.')[-1]} {v}" for c, v in zip(training, np.atleast_1d(values)))
+        if g.objective.isna().all():  # a training setting that diverged (tune.csv has its row, no score)
+            ax.text(0.5, 0.5, "diverged:\nnot scored", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            ax.set_title(label, fontsize=8)
+            continue
         grid = g.pivot_table(index="dic.t_max", columns="anomaly_map.sigma", values="objective", aggfunc="max")
         ax.imshow(grid.to_numpy(), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
         for (i, j), v in np.ndenumerate(grid.to_numpy()):
@@ -240,7 +246,6 @@ def tune_grid(table: pd.DataFrame, path: str | Path) -> Path:
         ax.set_yticks(range(len(grid.index)), [f"{t:g}" for t in grid.index])
         ax.set_xlabel("σ")
         ax.set_ylabel("T_max")
-        label = ", ".join(f"{c.split('.')[-1]} {v}" for c, v in zip(training, np.atleast_1d(values)))
         over = "" if g.within_budget.all() else " (over budget)"
         ax.set_title((label or "validation objective") + f"; fit {g.fit_seconds.iloc[0]:.0f} s{over}", fontsize=8)
     fig.suptitle("validation objective (mean of image and pixel AUROC); red box: chosen", fontsize=9)

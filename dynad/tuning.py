@@ -8,7 +8,8 @@
     -> tune.csv (every row), tuned.yaml (the preset with the best row's settings; its header says how it was chosen);
        an earlier tuning's two files in the same folder are kept as tune.previous.csv and tuned.previous.yaml
 
-With a time budget, a training setting whose fit took longer is scored and listed but not chosen. Models reused
+With a time budget, a training setting whose fit took longer is scored and listed but not chosen; one whose
+training diverged (its loss NaN: a learning rate too high) is listed, not scored, and the tune goes on. Models reused
 from --models count only their loading time, so a budget judges training time in a fresh models folder (the
 default, OUT/models).
 
@@ -45,6 +46,7 @@ from dynad.config import (
 from dynad.experiment import fit_pipeline
 from dynad.pipeline import DynAD
 from dynad.provenance import atomic_write
+from dynad.training import DivergedError
 
 DEFAULT_GRID: dict[str, list[Any]] = {
     "dic.t_max": [40, 80, 160, 320],
@@ -55,7 +57,7 @@ DEFAULT_GRID: dict[str, list[Any]] = {
 }
 _INFERENCE_KEYS = ("dic.t_max", "reconstruction.eta")  # need new reconstructions
 _MAP_KEYS = ("anomaly_map.lam", "anomaly_map.sigma", "anomaly_map.score_exponent")  # re-combine the same raw maps
-_SCORE_COLUMNS = ("image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget")
+_SCORE_COLUMNS = ("image_auroc", "pixel_auroc", "objective", "fit_seconds", "within_budget", "diverged")
 
 
 class TuneError(ValueError):
@@ -65,6 +67,12 @@ class TuneError(ValueError):
 def training_columns(table: pd.DataFrame) -> list[str]:
     """The training settings' columns of a tune.csv table: every column that is neither a grid key nor a score."""
     return [c for c in table.columns if c not in _INFERENCE_KEYS + _MAP_KEYS + _SCORE_COLUMNS]
+
+
+def eligible(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows a tune may choose from, best first: trained within the budget, and scored (not diverged)."""
+    rows = table[table.within_budget & table.objective.notna()]
+    return rows.sort_values("objective", ascending=False, kind="stable")
 
 
 def kernel_size(sigma: float) -> int:
@@ -120,20 +128,32 @@ def tune(
         raise TuneError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
     out = Path(out)
     run_folder.prepare_folder(out, 0, "output folder")
-    rows = []
+    rows, diverged, n_val = [], [], 0
     for i, (setting, setting_cfg) in enumerate(zip(settings, configs)):
         if training_keys and progress:
             print(f"training setting {i + 1} of {len(settings)}: {setting}")
         t0 = time.perf_counter()
-        pipe, train, _ = fit_pipeline(setting_cfg, dataset, root, category, models_dir or out / "models", progress,
-                                      load_test=False)  # the test split is never opened
+        cells = {k: _cell(v) for k, v in setting.items()}
+        try:
+            pipe, train, _ = fit_pipeline(setting_cfg, dataset, root, category, models_dir or out / "models",
+                                          progress, load_test=False)  # the test split is never opened
+        except DivergedError as e:  # a learning rate too high is a setting a tune can be asked to try
+            if not training_keys:
+                raise
+            print(f"WARNING ({dataset}/{category}): training setting {i + 1} of {len(settings)} "
+                  f"({', '.join(f'{k} {v}' for k, v in setting.items())}) diverged and is not scored ({e})",
+                  file=sys.stderr)  # fmt: skip
+            diverged.append(i)
+            rows.append({**cells, "objective": float("nan"), "setting": i,
+                         "fit_seconds": round(time.perf_counter() - t0, 1), "within_budget": False, "diverged": True})
+            continue
         seconds = time.perf_counter() - t0
         within = budget_minutes is None or seconds <= 60 * budget_minutes
+        n_val = len(train["validation"].labels) // 2
         for row in _score_inference_grid(pipe, train, grid, progress):
-            rows.append({**{k: _cell(v) for k, v in setting.items()}, **row, "setting": i,
-                         "fit_seconds": round(seconds, 1), "within_budget": within})  # fmt: skip
-    n_val = len(train["validation"].labels) // 2
-    if n_val < validation.FEW_HELD_OUT:
+            rows.append({**cells, **row, "setting": i, "fit_seconds": round(seconds, 1), "within_budget": within,
+                         "diverged": False})  # fmt: skip
+    if n_val and n_val < validation.FEW_HELD_OUT:
         print(f"WARNING ({dataset}/{category}): the choice rests on {n_val} held-out training images, so near-ties "
               f"decide it; more training images or a larger validation.fraction (now {cfg.validation.fraction:g}) "
               f"make it firmer", file=sys.stderr)  # fmt: skip
@@ -141,15 +161,19 @@ def tune(
     _keep_previous(out)
     with atomic_write(out / "tune.csv", "w") as f:
         table.drop(columns="setting").to_csv(f, index=False)
-    eligible = table[table.within_budget]
-    if eligible.empty:
+    if len(diverged) == len(settings):
+        raise TuneError(f"every training setting diverged ({len(diverged)} of {len(settings)}); every row is in "
+                        f"{out / 'tune.csv'}")  # fmt: skip
+    choices = eligible(table)
+    if choices.empty:
+        fastest = table[~table.diverged].fit_seconds.min()
         raise TuneError(f"no training setting trained within {budget_minutes} min (the fastest took "
-                        f"{table.fit_seconds.min() / 60:.1f} min); every row is in {out / 'tune.csv'}")  # fmt: skip
-    best = eligible.iloc[0].to_dict()
+                        f"{fastest / 60:.1f} min); every row is in {out / 'tune.csv'}")  # fmt: skip
+    best = choices.iloc[0].to_dict()
     chosen = {**settings[best.pop("setting")], **{k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}}
     chosen["anomaly_map.kernel_size"] = kernel_size(best["anomaly_map.sigma"])
     write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", n_val, best["fit_seconds"],
-                       len(settings), budget_minutes)  # fmt: skip
+                       len(settings), budget_minutes, len(diverged))  # fmt: skip
     return best
 
 
@@ -213,6 +237,7 @@ def write_tuned_preset(
     fit_s: float,
     n_settings: int = 1,
     budget_minutes: float | None = None,
+    n_diverged: int = 0,
 ) -> None:
     """The preset that `cfg` came from, with the chosen settings written in; its header says how they were chosen."""
     try:
@@ -240,7 +265,8 @@ def write_tuned_preset(
     trained = f"Training took {fit_s:.0f} s."
     if n_settings > 1:
         budget = f" (a budget of {budget_minutes:g} min each)" if budget_minutes is not None else ""
-        trained = f"{n_settings} training settings were fitted{budget}; the chosen one took {fit_s:.0f} s."
+        diverged = f", {n_diverged} of them diverged" if n_diverged else ""
+        trained = f"{n_settings} training settings were fitted{budget}{diverged}; the chosen one took {fit_s:.0f} s."
     header = (
         f"# Chosen by `dynad tune` on {data}: validation pseudo-defects on {n_val} held-out training images\n"
         f"# (no test label read). Best of the grid in tune.csv: validation image AUROC {best['image_auroc']:.4f}, "

@@ -86,6 +86,29 @@ def test_a_training_axis_fits_each_setting_and_the_tuned_preset_keeps_the_chosen
     assert (tmp_path / "b" / "tune.previous.csv").is_file() and not (tmp_path / "b" / "tuned.previous.yaml").exists()
 
 
+def test_a_training_setting_that_diverges_is_listed_and_the_tune_goes_on(shared_data, tmp_path, one_thread, capsys):
+    """A grid over learning rates is what a tune is for, and the largest may diverge: that stopped the whole tune
+    with the error of one setting (the others, trained or not, were never scored)."""
+    from dynad.plots import tune_grid
+
+    root, models = shared_data
+    grid = {**GRID, "dic.t_max": [20], "anomaly_map.lam": [1.0], "denoiser.lr": [1e30, 0.002]}  # 0.002: tiny's
+    best = tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=models, grid=grid, progress=False)
+    assert best["denoiser.lr"] == 0.002
+    table = pd.read_csv(tmp_path / "tune.csv")
+    assert table["denoiser.lr"].tolist() == [0.002, 1e30] and table.diverged.tolist() == [False, True]
+    assert np.isnan(table.objective[1]) and np.isfinite(table.objective[0])
+    assert re.search(r"WARNING \(synthetic/board\): training setting 1 of 2 \(denoiser.lr 1e\+30\) diverged and is not "
+                     r"scored \(denoiser: the training loss is nan after epoch \d+ of 20", capsys.readouterr().err)
+    assert "2 training settings were fitted, 1 of them diverged" in (tmp_path / "tuned.yaml").read_text()
+    assert tune_grid(table, tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    with pytest.raises(ValueError, match=r"every training setting diverged \(1 of 1\); every row is in"):
+        tune(load_preset("tiny"), "synthetic", root, "board", tmp_path / "b", models_dir=models,
+             grid={**grid, "denoiser.lr": [1e30]}, progress=False)  # fmt: skip
+    assert pd.read_csv(tmp_path / "b" / "tune.csv").diverged.tolist() == [True]
+
+
 def test_dynad_tune_says_when_no_training_setting_fits_the_budget(shared_data, tmp_path, one_thread, capsys):
     root, models = shared_data
     argv = ["tune", "--preset", "tiny", "--root", str(root), "--category", "board", "--out", str(tmp_path),
