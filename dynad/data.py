@@ -547,16 +547,21 @@ def other_aspect_ratios(paths: Sequence[str | Path], training: Sequence[float]) 
     """(index, (width, height)) of the images whose width / height lies outside the training images' `[min, max]`
     beyond the tolerance: every image is resized to S x S, so theirs are squeezed otherwise, which alone raises their
     scores. Files that cannot be read are left to the callers' own errors."""
-    lo, hi = training
     outside = []
     for i, p in enumerate(paths):
         try:
             w, h = shown_size(p)
         except DatasetError:
             continue
-        if not lo / ASPECT_TOLERANCE <= w / h <= hi * ASPECT_TOLERANCE:
+        if aspect_outside((w, h), training):
             outside.append((i, (w, h)))
     return outside
+
+
+def aspect_outside(size: tuple[int, int], training: Sequence[float]) -> bool:
+    """Whether a (width, height) lies outside the training images' width / height `[min, max]` beyond the tolerance."""
+    (w, h), (lo, hi) = size, training
+    return not lo / ASPECT_TOLERANCE <= w / h <= hi * ASPECT_TOLERANCE
 
 
 def aspect_warning(n: int, total: int, what: str, training: Sequence[float], first: str, size: tuple[int, int],

@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from dynad.autoencoder import (
 )  # fmt: skip
 from dynad.checks import check_buildable, check_config
 from dynad.config import ConfigError, ExperimentConfig, apply_overrides
-from dynad.data import to_rgb
+from dynad.data import aspect_outside, aspect_warning, to_rgb
 from dynad.denoiser import build_unet, count_parameters, denoiser_checkpoint, epsilon_loss, load_unet_weights
 from dynad.dic import DynamicConditioning
 from dynad.domain_adaptation import make_loss
@@ -352,11 +353,17 @@ class DynAD:
         `x` is (B, C, H, W), (C, H, W) or (H, W), C 1 or 3, float in [-1, 1] or uint8 in [0, 255], or a PIL image
         (see `prepare_input`). Images of another size are resized to the training size, and the maps and the
         reconstruction are returned at the input's (H, W); `pred_score` is the maximum of the map at the training
-        size, so that it compares with the training statistics.
+        size, so that it compares with the training statistics. An input whose width / height lies outside the
+        training images' is warned about (a UserWarning): squeezed to S x S otherwise, it scores higher for that alone.
         """
         if self.train_normalization is None:
             raise RuntimeError("score() needs anomaly_map.normalization='train' (or call fit_train_normalization)")
         x, (h, w) = self.prepare_input(x)
+        training = self.provenance.get("data", {}).get("train_aspect_ratio")  # absent in pipelines before 2026-12-07
+        size = self.cfg.data.image_size
+        if training and (h, w) != (size, size) and aspect_outside((w, h), training):  # an S x S input: as trained
+            warnings.warn(aspect_warning(len(x), len(x), "images given to score()", training, "each", (w, h), size),
+                          stacklevel=2)  # fmt: skip
         out = self.infer(x)
         out["anomaly_map"] = self.anomaly_maps(out["latent_map"], out["feature_map"], self.train_normalization)
         out["pred_score"] = am.image_scores(out["anomaly_map"])

@@ -147,9 +147,16 @@ def test_score_converts_what_it_can(fitted, normal_image):
     grey = x.mean(dim=1, keepdim=True)  # (1, 1, 32, 32)
     assert torch.allclose(pipe.score(grey)["pred_score"], pipe.score(grey.expand(-1, 3, -1, -1))["pred_score"])
     tall = torch.nn.functional.interpolate(x, size=(40, 24), mode="bilinear", align_corners=False)
-    out = pipe.score(tall)
+    # squeezed to 32 x 32 otherwise than the square training images: `dynad predict` warned, the Python API did not
+    with pytest.warns(UserWarning, match=r"^1 of 1 images given to score\(\) have another aspect ratio \(width / "
+                      r"height\) than the training images \(1.00\): each is 24 x 40 px \(0.60\)"):
+        out = pipe.score(tall)
     assert out["anomaly_map"].shape == (1, 40, 24) and out["reconstruction"].shape == (1, 3, 40, 24)
     assert torch.isfinite(out["pred_score"]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the training images' own shape, and a square input larger or smaller
+        for size in [(32, 32), (64, 64), (33, 31)]:
+            pipe.score(torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False))
 
 
 def test_score_takes_pil_images_and_channels_last_arrays_and_load_takes_the_run_folder(fitted, normal_image, tmp_path):
