@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the folder layout of --root (default: %(default)s)")
     t.add_argument("--root", help="data set folder")
     t.add_argument("--category", required=True, type=_category, help="a category folder inside --root")
-    t.add_argument("--out", type=Path, required=True, help="output folder: tune.csv, tuned.yaml, models/")
+    t.add_argument("--out", type=Path, required=True, help="output folder: tune.csv, tuned.yaml, models/, scored/")
     t.add_argument("--models", type=Path, help="folder of trained models to reuse (default: OUT/models)")
     t.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="replace one axis of the grid, e.g. dic.t_max=40,80 (repeatable); any other config key is a "
@@ -314,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
 INTERRUPTED = {
     "run": "what was written is kept (results only when complete, checkpoints every checkpoint_every epochs); "
            "the same command goes on from there",
-    "tune": "what was written is kept (trained models, checkpoints every checkpoint_every epochs; tune.csv and "
-            "tuned.yaml only at the end); the same command goes on from there",
+    "tune": "what was written is kept (trained models, checkpoints every checkpoint_every epochs, each scored "
+            "setting's rows in OUT/scored/; tune.csv and tuned.yaml only at the end); the same command goes on from "
+            "there",
     "reproduce": "finished notebooks are kept; the same command reruns only what is missing",
     "synth": "nothing was changed: the data set is written in a temporary folder and moved into place when complete",
     "predict": "the images scored so far are kept (predictions.partial.csv, overlays, masks); the same command "

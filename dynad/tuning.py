@@ -11,7 +11,8 @@
 With a time budget, a training setting whose fit took longer is scored and listed but not chosen; one whose
 training diverged (its loss NaN: a learning rate too high) is listed, not scored, and the tune goes on. Models reused
 from --models count only their loading time, so a budget judges training time in a fresh models folder (the
-default, OUT/models).
+default, OUT/models). Each setting's rows are kept in OUT/scored/ with its fit time, so the same command after an
+interruption scores only the settings it had not.
 
 T_max and eta are chosen together: from the noiseless start the first guided step scales the predicted noise by
 1 - eta (1 - abar_t) (METHOD.md section 8), so which eta repairs depends on T_max. Maps are normalised with
@@ -20,7 +21,9 @@ training statistics, as a new image is scored.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 import re
 import sys
@@ -147,11 +150,11 @@ def tune(
             rows.append({**cells, "objective": float("nan"), "setting": i,
                          "fit_seconds": round(time.perf_counter() - t0, 1), "within_budget": False, "diverged": True})
             continue
-        seconds = time.perf_counter() - t0
+        seconds, scored = _scored(pipe, train, grid, out, time.perf_counter() - t0, progress)
         within = budget_minutes is None or seconds <= 60 * budget_minutes
         n_val = len(train["validation"].labels) // 2
-        for row in _score_inference_grid(pipe, train, grid, progress):
-            rows.append({**cells, **row, "setting": i, "fit_seconds": round(seconds, 1), "within_budget": within,
+        for row in scored:
+            rows.append({**cells, **row, "setting": i, "fit_seconds": seconds, "within_budget": within,
                          "diverged": False})  # fmt: skip
     if n_val and n_val < validation.FEW_HELD_OUT:
         print(f"WARNING ({dataset}/{category}): the choice rests on {n_val} held-out training images, so near-ties "
@@ -208,6 +211,24 @@ def _check_grid(configs: list[ExperimentConfig], grid: dict[str, list[Any]]) -> 
 def _cell(value: Any) -> Any:
     """A training setting's value as a tune.csv cell (a list becomes its YAML text, e.g. [64, 128, 256])."""
     return yaml.safe_dump(value, default_flow_style=True).strip() if isinstance(value, (list, tuple, dict)) else value
+
+
+def _scored(pipe: DynAD, train: dict[str, Any], grid: dict[str, list[Any]], out: Path, seconds: float,
+            progress: bool) -> tuple[float, list[dict[str, Any]]]:
+    """(fit seconds, rows) of one fitted setting: scored anew, or read from OUT/scored/ where an earlier tune, such as
+    one interrupted, scored the same settings on the same training files with the same grid (with its fit time: a
+    resumed setting's models only load)."""
+    key = json.dumps({"config": pipe.cfg.result_hash(), "train": pipe.provenance["data"]["train_fingerprint"],
+                      "grid": {k: grid[k] for k in _INFERENCE_KEYS + _MAP_KEYS}}, sort_keys=True)  # fmt: skip
+    path = out / "scored" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        return kept["fit_seconds"], kept["rows"]
+    rows = list(_score_inference_grid(pipe, train, grid, progress))
+    path.parent.mkdir(exist_ok=True)
+    with atomic_write(path, "w") as f:
+        json.dump({"fit_seconds": round(seconds, 1), "rows": rows}, f, default=float)  # numpy scalars as numbers
+    return round(seconds, 1), rows
 
 
 def _score_inference_grid(pipe: DynAD, train: dict[str, Any], grid: dict[str, list[Any]], progress: bool):

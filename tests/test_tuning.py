@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -107,6 +108,39 @@ def test_a_training_setting_that_diverges_is_listed_and_the_tune_goes_on(shared_
         tune(load_preset("tiny"), "synthetic", root, "board", tmp_path / "b", models_dir=models,
              grid={**grid, "denoiser.lr": [1e30]}, progress=False)  # fmt: skip
     assert pd.read_csv(tmp_path / "b" / "tune.csv").diverged.tolist() == [True]
+
+
+def test_an_interrupted_tune_does_not_score_again_the_settings_it_had_scored(shared_data, tmp_path, one_thread,
+                                                                            monkeypatch):  # fmt: skip
+    """Ctrl-C in the third of six training settings: the same command reused the first two's models but
+    reconstructed their validation images at every (T_max, eta) again, and judged their budget on loading time."""
+    import dynad.tuning
+
+    root, models = shared_data
+    grid = {**GRID, "denoiser.epochs": [4, 20]}
+    scored, score = [], dynad.tuning._score_inference_grid
+
+    def counting_score(pipe, *args):
+        scored.append(pipe.cfg.denoiser.epochs)
+        if pipe.cfg.denoiser.epochs == 20 and len(scored) == 2:
+            raise KeyboardInterrupt  # while the second setting is scored
+        return score(pipe, *args)
+
+    monkeypatch.setattr(dynad.tuning, "_score_inference_grid", counting_score)
+    with pytest.raises(KeyboardInterrupt):
+        tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=models, grid=grid, progress=False)
+    first = json.loads(next((tmp_path / "scored").glob("*.json")).read_text())
+    tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=models, grid=grid, progress=False)
+    assert scored == [4, 20, 20]  # the first setting's rows were read back
+    table = pd.read_csv(tmp_path / "tune.csv")
+    assert table[table["denoiser.epochs"] == 4].fit_seconds.unique().tolist() == [first["fit_seconds"]]
+    assert len(table) == 8 and len(list((tmp_path / "scored").glob("*.json"))) == 2
+    # Another grid of (T_max, eta, lambda, sigma) is scored anew; so is the same grid on other settings.
+    tune(load_preset("tiny"), "synthetic", root, "board", tmp_path, models_dir=models,
+         grid={**grid, "dic.t_max": [20]}, progress=False)  # fmt: skip
+    tune(load_preset("tiny", ["seed=1"]), "synthetic", root, "board", tmp_path, models_dir=models,
+         grid={**grid, "denoiser.epochs": [4]}, progress=False)  # fmt: skip
+    assert scored == [4, 20, 20, 4, 20, 4]
 
 
 def test_dynad_tune_says_when_no_training_setting_fits_the_budget(shared_data, tmp_path, one_thread, capsys):
