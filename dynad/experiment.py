@@ -362,8 +362,8 @@ def run_experiment(
         rec = pipe.infer(test["images"][picks], generator=torch.Generator().manual_seed(cfg.seed))
         masks = test["masks"]
         plots.qualitative_panels(
-            test["images"][picks], None if masks is None else masks[picks], rec["reconstruction"],
-            res["latent_map"][picks], res["feature_map"][picks], maps[picks],
+            test["images"][picks], None if masks is None else masks[picks], test["labels"][picks],
+            rec["reconstruction"], res["latent_map"][picks], res["feature_map"][picks], maps[picks],
             map_threshold(None if masks is None else masks.numpy(), maps_np, test["labels"], scores),
             [f"{rows.defect_type[i]} T_hat={res['t_hat'][i]}" for i in picks], figs / "qualitative.png",
         )  # fmt: skip

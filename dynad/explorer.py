@@ -215,6 +215,12 @@ class StepSizeExplorer:
             f"&rarr; DIC T_hat {res['dic_t_hat']}; shown: T_hat {t}; image score (max of A) {res['score']:.3f}"
         )
 
+    def _truth(self, i: int) -> np.ndarray | None:
+        """Image i's ground-truth panel (`plots.shown_truth`: None for an anomalous image with image labels only)."""
+        from dynad import plots
+
+        return plots.shown_truth(self.gt_mask, self.per_image.label, i, self.images.shape[-1])
+
     def _render_png(self, i: int, t: int, res: dict[str, Any]) -> bytes:
         from dynad import plots
 
@@ -229,7 +235,7 @@ class StepSizeExplorer:
         panels = [(plots.to_rgb(self.images[i]), None, "input"),
                   (plots.to_rgb(res["reconstruction"]), None, f"reconstruction (T_hat {t})"),
                   (res["anomaly_map"], "jet", "anomaly map"),
-                  (None if self.gt_mask is None else self.gt_mask[i], "gray", "ground truth")]  # fmt: skip
+                  (self._truth(i), "gray", "ground truth")]  # fmt: skip
         for k, (img, cmap, title) in enumerate(panels):
             a = fig.add_subplot(gs[k + 1])
             kw = {"vmin": 0, "vmax": self.amap_max} if title == "anomaly map" else {}
@@ -334,10 +340,11 @@ class StepSizeExplorer:
             top, bottom = axes[2 * r], axes[2 * r + 1]
             top[0].imshow(plots.to_rgb(self.images[i]))
             top[0].set_ylabel(f"{row.defect_type}\nDIC T_hat {row.t_hat}", fontsize=7)
-            if self.gt_mask is None:
+            truth = self._truth(i)
+            if truth is None:
                 plots.no_mask(bottom[0])
             else:
-                bottom[0].imshow(self.gt_mask[i], cmap="gray", vmin=0, vmax=1)
+                bottom[0].imshow(truth, cmap="gray", vmin=0, vmax=1)
             bottom[0].set_ylabel("ground truth", fontsize=7)
             for c, t in enumerate(t_values, start=1):
                 res = self.compute(i, int(t))

@@ -95,8 +95,16 @@ def pick_examples(rows: pd.DataFrame, scores: np.ndarray, n: int) -> list[int]:
     return picks[:n]
 
 
+def shown_truth(masks, labels: Sequence[int], i: int, size: int) -> np.ndarray | None:
+    """Image i's ground-truth panel: its mask; with image labels only (`masks` None), an empty mask for a normal image
+    (its label says it has no defect pixel) and None for an anomalous one, drawn by `no_mask`."""
+    if masks is not None:
+        return np.asarray(masks[i], dtype=np.float32)
+    return np.zeros((size, size), np.float32) if int(np.asarray(labels)[i]) == 0 else None
+
+
 def no_mask(ax) -> None:
-    """The ground-truth panel of a test set with image labels only."""
+    """The ground-truth panel of an anomalous image in a test set with image labels only."""
     ax.text(0.5, 0.5, "no mask", ha="center", va="center", fontsize=7, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -105,6 +113,7 @@ def no_mask(ax) -> None:
 def qualitative_panels(
     images: torch.Tensor,
     masks: torch.Tensor | None,
+    labels: Sequence[int],
     recs: torch.Tensor,
     latent: torch.Tensor,
     feature: torch.Tensor,
@@ -117,8 +126,8 @@ def qualitative_panels(
     """Figure 4 / Figure 2: input, ground truth, reconstruction, latent map, feature map, combined map, mask.
 
     Each map column has one colour scale for all its rows, with a colour bar: scaled per image, a normal image's
-    faint latent map would look as hot as a defect's. `masks` None (image labels only): the ground-truth panels say
-    "no mask".
+    faint latent map would look as hot as a defect's. `masks` None (image labels only): the ground-truth panels of
+    anomalous images say "no mask" (`shown_truth`).
     """
     cols = ["input", "ground truth", "reconstruction", "latent map", "feature map", "anomaly map", "thresholded"]
     n = images.shape[0]
@@ -127,7 +136,7 @@ def qualitative_panels(
     shown = {}
     for i in range(n):
         panels = [
-            (to_rgb(images[i]), None), (None if masks is None else masks[i].float().numpy(), "gray"),
+            (to_rgb(images[i]), None), (shown_truth(masks, labels, i, images.shape[-1]), "gray"),
             (to_rgb(recs[i]), None),
             (latent[i].numpy(), "jet"), (feature[i].numpy(), "jet"), (amap[i].numpy(), "jet"),
             ((amap[i] >= threshold).float().numpy(), "gray"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dynad import metrics, run_folder, synthetic
+from dynad import metrics, plots, run_folder, synthetic
 from dynad.cli import main as cli_main
 from dynad.config import load_preset
 from dynad.experiment import RESULT_FILES, run_experiment
@@ -475,7 +475,7 @@ def test_latent_channels_mean_row_is_the_runs_latent_map(tiny_run):
     np.testing.assert_allclose(mean.within.astype(float), expected.within.astype(float), atol=2e-3)
 
 
-def test_a_category_with_image_labels_only_scores_images_as_with_masks(tiny_root, tmp_path, capsys):
+def test_a_category_with_image_labels_only_scores_images_as_with_masks(tiny_root, tmp_path, capsys, monkeypatch):
     """The same category as a folder data set with and without ground_truth/: the same models, maps and image
     scores; without masks the pixel metrics are None (null in the CLI's line), maps.npz has no gt_mask, and the
     figures and tables that show masks say so instead of failing."""
@@ -494,8 +494,13 @@ def test_a_category_with_image_labels_only_scores_images_as_with_masks(tiny_root
     with_masks = run_experiment(cfg, "folder", tmp_path / "masked", "board", tmp_path / "m", models, progress=False)
     capsys.readouterr()
     out = tmp_path / "runs" / "tiny" / "folder" / "board" / "eval"
+    # A normal image's ground truth is known without a mask (no defect pixel): only anomalous ones say "no mask".
+    no_mask, drawn = plots.no_mask, []
+    monkeypatch.setattr(plots, "no_mask", lambda ax: drawn.append(1) or no_mask(ax))
     assert cli_main(["run", "--preset", "tiny", "--dataset", "folder", "--root", str(tmp_path / "labels"),
-                     "--category", "board", "--out", str(out), "--models", str(models)]) == 0  # fmt: skip
+                     "--category", "board", "--out", str(out), "--models", str(models),
+                     "--set", "eval.num_figures=5"]) == 0  # fmt: skip
+    assert len(drawn) == 4  # figures/qualitative.png: the four defect types' examples, then a normal image
     printed = capsys.readouterr()
     assert "image labels only (no ground_truth/ folder): anomalous test images missing 3, patch 3" in printed.err
     line = json.loads(printed.out.splitlines()[0])
@@ -519,6 +524,7 @@ def test_a_category_with_image_labels_only_scores_images_as_with_masks(tiny_root
     assert (out / "figures" / "qualitative.png").is_file()
     assert localization_table(out).empty and not localization_table(tmp_path / "m").empty
     assert figure2_segmentation(Run("folder", "board", out.parent, m), tmp_path / "fig2.png").is_file()
+    assert len(drawn) == 8  # the same five images
     table = dataset_metrics(out.parents[1])
     assert table.category.tolist() == ["board", "mean"] and table.pixel_auroc.isna().all()
     assert table.image_auroc.tolist() == [m["image_auroc"]] * 2
@@ -528,6 +534,11 @@ def test_a_category_with_image_labels_only_scores_images_as_with_masks(tiny_root
     sweep = explorer.fixed_step_sweep([50])
     assert sweep.pixel_auroc.isna().all() and sweep.image_auroc.iloc[-1] == m["image_auroc"]
     assert explorer.render_static([50], tmp_path / "grid.png", images=[0]).is_file()
+    normal, anomalous = (int(np.flatnonzero(explorer.per_image.label == k)[0]) for k in (0, 1))
+    drawn.clear()
+    explorer.render_static([50], tmp_path / "grid.png", images=[normal, anomalous])
+    assert len(drawn) == 1
+    assert not plots.shown_truth(None, explorer.per_image.label, normal, 32).any()
 
     # The paper's tables and figures from such a run, with two ablation variants (their pixel columns empty).
     run_ablations(cfg, "folder", tmp_path / "labels", "board", out.parent / "ablations", models, progress=False,

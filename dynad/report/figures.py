@@ -97,12 +97,13 @@ def _examples(per_image: pd.DataFrame, n: int = 8) -> list[int]:
     return plots.pick_examples(rows, per_image.score.to_numpy(), n)
 
 
-NO_MASK = "no mask"  # a _grid_figure cell: the ground truth of a test set with image labels only
+NO_MASK = "no mask"  # a _grid_figure cell: the ground truth of an anomalous image when there are image labels only
 
 
 def _truth(a: dict[str, Any], i: int) -> np.ndarray | str:
-    """Image i's ground-truth cell."""
-    return a["gt_mask"][i] if "gt_mask" in a else NO_MASK
+    """Image i's ground-truth cell (`plots.shown_truth`)."""
+    truth = plots.shown_truth(a.get("gt_mask"), a["per_image"].label, i, a["anomaly_map"].shape[-1])
+    return NO_MASK if truth is None else truth
 
 
 def _norm01(a: np.ndarray) -> np.ndarray:
