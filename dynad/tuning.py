@@ -131,7 +131,7 @@ def tune(
         raise TuneError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
     out = Path(out)
     run_folder.prepare_folder(out, 0, "output folder")
-    rows, diverged, n_val = [], [], 0
+    rows, n_diverged, n_val = [], 0, 0
     for i, (setting, setting_cfg) in enumerate(zip(settings, configs)):
         if training_keys and progress:
             print(f"training setting {i + 1} of {len(settings)}: {setting}")
@@ -146,7 +146,7 @@ def tune(
             print(f"WARNING ({dataset}/{category}): training setting {i + 1} of {len(settings)} "
                   f"({', '.join(f'{k} {v}' for k, v in setting.items())}) diverged and is not scored ({e})",
                   file=sys.stderr)  # fmt: skip
-            diverged.append(i)
+            n_diverged += 1
             rows.append({**cells, "objective": float("nan"), "setting": i,
                          "fit_seconds": round(time.perf_counter() - t0, 1), "within_budget": False, "diverged": True})
             continue
@@ -164,8 +164,8 @@ def tune(
     _keep_previous(out)
     with atomic_write(out / "tune.csv", "w") as f:
         table.drop(columns="setting").to_csv(f, index=False)
-    if len(diverged) == len(settings):
-        raise TuneError(f"every training setting diverged ({len(diverged)} of {len(settings)}); every row is in "
+    if n_diverged == len(settings):
+        raise TuneError(f"every training setting diverged ({n_diverged} of {len(settings)}); every row is in "
                         f"{out / 'tune.csv'}")  # fmt: skip
     choices = eligible(table)
     if choices.empty:
@@ -176,7 +176,7 @@ def tune(
     chosen = {**settings[best.pop("setting")], **{k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}}
     chosen["anomaly_map.kernel_size"] = kernel_size(best["anomaly_map.sigma"])
     write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", n_val, best["fit_seconds"],
-                       len(settings), budget_minutes, len(diverged))  # fmt: skip
+                       len(settings), budget_minutes, n_diverged)  # fmt: skip
     return best
 
 
