@@ -438,8 +438,15 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), parse_value(raw, f"override {item!r}") if raw.strip() else None
 
 
-def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any] | list[str] | None) -> ExperimentConfig:
-    """Return `cfg` with dotted-key overrides applied, e.g. {"reconstruction.eta": 8} or ["dic.k=10"]."""
+def apply_overrides(
+    cfg: ExperimentConfig, overrides: dict[str, Any] | list[str] | None, for_every_category: bool = False
+) -> ExperimentConfig:
+    """Return `cfg` with dotted-key overrides applied, e.g. {"reconstruction.eta": 8} or ["dic.k=10"].
+
+    for_every_category: the overrides are a run's (`--set`, a tune's setting), so they also win over the preset's
+    per-category table: their keys are taken out of it (else `--set reconstruction.eta=7` was replaced by the table's
+    eta in every VisA category).
+    """
     if not overrides:
         return cfg
     items = [_parse_override(o) for o in overrides] if isinstance(overrides, list) else list(overrides.items())
@@ -448,6 +455,10 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any] | list[str]
         items = list(fidelity_profile(fidelity[-1]).items()) + items
     d = cfg.to_dict()
     for key, value in items:
+        if for_every_category and key.split(".")[0] != "per_category":
+            for table in d["per_category"].values():
+                for k in [k for k in table if k == key or k.startswith(key + ".")]:  # a key, or a whole section
+                    del table[k]
         node = d
         parts = key.split(".")
         for p in parts[:-1]:
@@ -495,7 +506,7 @@ def load_preset(name: str | Path, overrides: dict[str, Any] | list[str] | None =
         _check_per_category(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return apply_overrides(cfg, overrides)
+    return apply_overrides(cfg, overrides, for_every_category=True)
 
 
 def _check_per_category(cfg: ExperimentConfig) -> None:

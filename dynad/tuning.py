@@ -125,7 +125,8 @@ def tune(
     if any(k.startswith("validation.") for k in training_keys):
         raise TuneError("dynad tune cannot search validation.*: those settings make the set that judges the grid")
     settings = [dict(zip(training_keys, values)) for values in itertools.product(*(grid[k] for k in training_keys))]
-    configs = [apply_overrides(cfg, setting) for setting in settings]  # a wrong key or type fails before training
+    # A wrong key or type fails before training; a setting wins over the preset's per-category table.
+    configs = [apply_overrides(cfg, setting, for_every_category=True) for setting in settings]
     _check_grid(configs, grid)
     if cfg.validation.fraction <= 0:
         raise TuneError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
@@ -175,7 +176,7 @@ def tune(
     best = choices.iloc[0].to_dict()
     chosen = {**settings[best.pop("setting")], **{k: best[k] for k in _INFERENCE_KEYS + _MAP_KEYS}}
     chosen["anomaly_map.kernel_size"] = kernel_size(best["anomaly_map.sigma"])
-    write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", f"{dataset}/{category}", n_val, best["fit_seconds"],
+    write_tuned_preset(cfg, chosen, best, out / "tuned.yaml", dataset, category, n_val, best["fit_seconds"],
                        len(settings), budget_minutes, n_diverged)  # fmt: skip
     return best
 
@@ -253,14 +254,16 @@ def write_tuned_preset(
     chosen: dict[str, Any],
     best: dict[str, Any],
     path: Path,
-    data: str,
+    dataset: str,
+    category: str,
     n_val: int,
     fit_s: float,
     n_settings: int = 1,
     budget_minutes: float | None = None,
     n_diverged: int = 0,
 ) -> None:
-    """The preset that `cfg` came from, with the chosen settings written in; its header says how they were chosen."""
+    """The preset that `cfg` came from, with the chosen settings written in; its header says how they were chosen.
+    The chosen keys leave the tuned category's entry of the per-category table, which would replace them."""
     try:
         base = load_yaml(preset_path(cfg.preset).read_text()) or {}
         preset_cfg = load_preset(cfg.preset).to_dict()
@@ -283,13 +286,14 @@ def write_tuned_preset(
         if key in _INFERENCE_KEYS + _MAP_KEYS + ("anomaly_map.kernel_size",):
             v = int(v) if field in ("t_max", "kernel_size") else float(v)
         node[field] = list(v) if isinstance(v, tuple) else v
+        (base.get("per_category") or {}).get(category, {}).pop(key, None)
     trained = f"Training took {fit_s:.0f} s."
     if n_settings > 1:
         budget = f" (a budget of {budget_minutes:g} min each)" if budget_minutes is not None else ""
         diverged = f", {n_diverged} of them diverged" if n_diverged else ""
         trained = f"{n_settings} training settings were fitted{budget}{diverged}; the chosen one took {fit_s:.0f} s."
     header = (
-        f"# Chosen by `dynad tune` on {data}: validation pseudo-defects on {n_val} held-out training images\n"
+        f"# Chosen by `dynad tune` on {dataset}/{category}: validation pseudo-defects on {n_val} held-out training images\n"
         f"# (no test label read). Best of the grid in tune.csv: validation image AUROC {best['image_auroc']:.4f}, "
         f"pixel AUROC {best['pixel_auroc']:.4f}.\n# Tuned: {', '.join(chosen)}.\n# {trained}\n"
     )

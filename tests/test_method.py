@@ -253,9 +253,15 @@ def test_presets_load_and_overrides_are_typed():
         assert load_preset(name).preset == name
     cfg = load_preset("visa", ["dic.k=5", "reconstruction.eta=7"])
     assert cfg.dic.k == 5 and cfg.reconstruction.eta == 7.0
-    assert cfg.for_category("pcb1").reconstruction.eta == 10.0
+    assert load_preset("visa").for_category("pcb1").reconstruction.eta == 10.0  # the per-category table
+    # A setting given for the run wins over the table (pcb1's eta 10 silently replaced --set reconstruction.eta=7);
+    # the table's other settings still apply.
+    assert cfg.for_category("pcb1").reconstruction.eta == 7.0 and cfg.for_category("pcb1").denoiser.epochs == 250
     assert cfg.for_category("pipe_fryum").reconstruction.eta == 7.0  # no table entry: the run's value
-    assert apply_overrides(cfg, ["use_per_category=false"]).for_category("pcb1").reconstruction.eta == 7.0
+    no_table = apply_overrides(cfg, ["use_per_category=false"]).for_category("pcb1")
+    assert no_table.reconstruction.eta == 7.0 and no_table.denoiser.epochs == load_preset("visa").denoiser.epochs
+    # The category's own config keeps the whole table (it is part of every run's saved config and identity).
+    assert load_preset("visa").for_category("pcb1").per_category == load_preset("visa").per_category
     with pytest.raises(ConfigError, match="dic.kk"):
         load_preset("demo", ["dic.kk=3"])
     with pytest.raises(ConfigError, match="dic.k"):

@@ -143,6 +143,27 @@ def test_an_interrupted_tune_does_not_score_again_the_settings_it_had_scored(sha
     assert scored == [4, 20, 20, 4, 20, 4]
 
 
+def test_a_training_setting_wins_over_the_presets_per_category_table(shared_data, tmp_path, one_thread):
+    """With the category in the preset's per-category table (as every VisA category is in `visa`), each grid value
+    of a key the table sets was replaced by the table's: two settings trained the same model, and the tuned preset
+    still ran the table's value."""
+    import yaml
+
+    from dynad.config import preset_path
+
+    root, models = shared_data
+    preset = yaml.safe_load(preset_path("tiny").read_text())
+    preset["per_category"] = {"board": {"denoiser.epochs": 4, "reconstruction.eta": 2.0}}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(preset))
+    grid = {**GRID, "dic.t_max": [20], "anomaly_map.lam": [1.0], "denoiser.epochs": [4, 20]}
+    best = tune(load_preset(tmp_path / "mine.yaml"), "synthetic", root, "board", tmp_path / "t", models_dir=models,
+                grid=grid, progress=False)  # fmt: skip
+    table = pd.read_csv(tmp_path / "t" / "tune.csv")
+    assert table.objective.nunique() == 2  # two trained denoisers
+    tuned = load_preset(tmp_path / "t" / "tuned.yaml").for_category("board")
+    assert (tuned.denoiser.epochs, tuned.reconstruction.eta) == (best["denoiser.epochs"], GRID["reconstruction.eta"][0])
+
+
 def test_dynad_tune_says_when_no_training_setting_fits_the_budget(shared_data, tmp_path, one_thread, capsys):
     root, models = shared_data
     argv = ["tune", "--preset", "tiny", "--root", str(root), "--category", "board", "--out", str(tmp_path),
