@@ -202,6 +202,10 @@ BAD_SETTINGS = [
     ("anomaly_map.kernel_size=4", "anomaly_map.kernel_size = 4: must be odd"),
     # tiny's maps are 32 px: a reflection pad of 32 does not fit (torch said so after training)
     ("anomaly_map.kernel_size=65", "anomaly_map.kernel_size = 65: must be at most 63 for maps of data.image_size 32"),
+    # sigma 8 with tiny's kernel of 5 px: the Gaussian was cut to a box (weights 1 to 0.97), without a word
+    ("anomaly_map.sigma=8", r"anomaly_map.kernel_size = 5: covers only \+-2 px, 0.25 sigma of anomaly_map.sigma 8, so "
+     r"the Gaussian is cut to a box: a kernel_size of at least 33 \(\+-2 sigma; dynad tune sets 2 \* round\(4 sigma\) "
+     r"\+ 1 = 65\), or a smaller sigma"),
     ("anomaly_map.score_exponent=-1", "anomaly_map.score_exponent = -1.0: must be >= 0"),
     ("data.batch_size=0", "data.batch_size = 0"),
     ("data.image_size=33", "data.image_size = 33: must be divisible by the autoencoder's downsampling factor 2"),
