@@ -293,9 +293,10 @@ def write_tuned_preset(
         diverged = f", {n_diverged} of them diverged" if n_diverged else ""
         trained = f"{n_settings} training settings were fitted{budget}{diverged}; the chosen one took {fit_s:.0f} s."
     header = (
-        f"# Chosen by `dynad tune` on {dataset}/{category}: validation pseudo-defects on {n_val} held-out training images\n"
-        f"# (no test label read). Best of the grid in tune.csv: validation image AUROC {best['image_auroc']:.4f}, "
-        f"pixel AUROC {best['pixel_auroc']:.4f}.\n# Tuned: {', '.join(chosen)}.\n# {trained}\n"
+        f"# Chosen by `dynad tune` on {dataset}/{category}: validation pseudo-defects on {n_val} held-out training "
+        f"images\n# (no test label read). Best of the grid in tune.csv: validation image AUROC "
+        f"{best['image_auroc']:.4f}, pixel AUROC {best['pixel_auroc']:.4f}.\n# Tuned: {', '.join(chosen)}.\n"
+        f"# {trained}\n"
     )
     with atomic_write(path, "w") as f:
         f.write(header + yaml.safe_dump(base, sort_keys=False))
