@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 
-from dynad.config import ConfigError, ExperimentConfig
+from dynad.config import ConfigError, ExperimentConfig, kernel_size
 
 CHOICES = {
     "autoencoder.posterior": ("mean", "sample"),
@@ -166,10 +166,10 @@ def _faults(cfg: ExperimentConfig, n_train: int | None, n_held: int) -> list[str
     need(half >= 2 * am.sigma, "anomaly_map.kernel_size", am.kernel_size,
          f"covers only +-{half} px, {half / am.sigma:.2f} sigma of anomaly_map.sigma {am.sigma:g}, so the Gaussian is "
          f"cut to a box: a kernel_size of at least {2 * math.ceil(2 * am.sigma) + 1} (+-2 sigma; dynad tune sets "
-         f"2 * round(4 sigma) + 1 = {2 * int(round(4 * am.sigma)) + 1}), or a smaller sigma")  # fmt: skip
+         f"2 * round(4 sigma) + 1 = {kernel_size(am.sigma)}), or a smaller sigma")  # fmt: skip
     # The map (data.image_size square) is padded by reflection, kernel_size // 2 on each side, which needs fewer
     # pixels than the map has; torch says so only after training, in its own words.
-    need(am.kernel_size // 2 < d.image_size, "anomaly_map.kernel_size", am.kernel_size,
+    need(half < d.image_size, "anomaly_map.kernel_size", am.kernel_size,
          f"must be at most {2 * d.image_size - 1} for maps of data.image_size {d.image_size} px (anomaly_map.sigma "
          f"{am.sigma:g}; dynad tune uses 2 * round(4 sigma) + 1): a smaller sigma, or a smaller kernel_size")
     at_least("anomaly_map.num_train_maps", am.num_train_maps, 1)

@@ -175,6 +175,11 @@ class AnomalyMapConfig:
     score_exponent: float = 0.0
 
 
+def kernel_size(sigma: float) -> int:
+    """The Gaussian's kernel for `sigma` as `dynad tune` sets it: odd, +-4 sigma (the paper's sigma 4 / kernel 33)."""
+    return 2 * int(round(4 * sigma)) + 1
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     pro_method: str = "exact"  # MVTec AD's definition; "thresholds200": the reference code's approximation

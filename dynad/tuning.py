@@ -41,6 +41,7 @@ from dynad.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
+    kernel_size,
     load_preset,
     load_yaml,
     parse_value,
@@ -76,10 +77,6 @@ def eligible(table: pd.DataFrame) -> pd.DataFrame:
     """The rows a tune may choose from, best first: trained within the budget, and scored (not diverged)."""
     rows = table[table.within_budget & table.objective.notna()]
     return rows.sort_values("objective", ascending=False, kind="stable")
-
-
-def kernel_size(sigma: float) -> int:
-    return 2 * int(round(4 * sigma)) + 1  # odd, +-4 sigma, as the paper's sigma 4 / kernel 33
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -132,7 +129,7 @@ def tune(
         raise TuneError("dynad tune needs validation.fraction > 0: it chooses settings on held-out pseudo-defects")
     out = Path(out)
     run_folder.prepare_folder(out, 0, "output folder")
-    rows, n_diverged, n_val = [], 0, 0
+    rows, n_val = [], 0
     for i, (setting, setting_cfg) in enumerate(zip(settings, configs)):
         if training_keys and progress:
             print(f"training setting {i + 1} of {len(settings)}: {setting}")
@@ -147,7 +144,6 @@ def tune(
             print(f"WARNING ({dataset}/{category}): training setting {i + 1} of {len(settings)} "
                   f"({', '.join(f'{k} {v}' for k, v in setting.items())}) diverged and is not scored ({e})",
                   file=sys.stderr)  # fmt: skip
-            n_diverged += 1
             rows.append({**cells, "objective": float("nan"), "setting": i,
                          "fit_seconds": round(time.perf_counter() - t0, 1), "within_budget": False, "diverged": True})
             continue
@@ -165,6 +161,7 @@ def tune(
     _keep_previous(out)
     with atomic_write(out / "tune.csv", "w") as f:
         table.drop(columns="setting").to_csv(f, index=False)
+    n_diverged = int(table.diverged.sum())  # one row per diverged setting
     if n_diverged == len(settings):
         raise TuneError(f"every training setting diverged ({n_diverged} of {len(settings)}); every row is in "
                         f"{out / 'tune.csv'}")  # fmt: skip
