@@ -162,11 +162,12 @@ def _faults(cfg: ExperimentConfig, n_train: int | None, n_held: int) -> list[str
     positive("anomaly_map.sigma", am.sigma)
     need(am.kernel_size >= 1 and am.kernel_size % 2 == 1, "anomaly_map.kernel_size", am.kernel_size,
          "must be odd and >= 1")  # fmt: skip
-    half = am.kernel_size // 2  # a --set of sigma alone kept the preset's kernel, which then cut the Gaussian short
-    need(half >= 2 * am.sigma, "anomaly_map.kernel_size", am.kernel_size,
-         f"covers only +-{half} px, {half / am.sigma:.2f} sigma of anomaly_map.sigma {am.sigma:g}, so the Gaussian is "
-         f"cut to a box: a kernel_size of at least {2 * math.ceil(2 * am.sigma) + 1} (+-2 sigma; dynad tune sets "
-         f"2 * round(4 sigma) + 1 = {kernel_size(am.sigma)}), or a smaller sigma")  # fmt: skip
+    half = am.kernel_size // 2
+    if am.sigma > 0:  # a --set of sigma alone kept the preset's kernel, which then cut the Gaussian short
+        need(half >= 2 * am.sigma, "anomaly_map.kernel_size", am.kernel_size,
+             f"covers only +-{half} px, {half / am.sigma:.2f} sigma of anomaly_map.sigma {am.sigma:g}, so the Gaussian "
+             f"is cut to a box: a kernel_size of at least {2 * math.ceil(2 * am.sigma) + 1} (+-2 sigma; dynad tune "
+             f"sets 2 * round(4 sigma) + 1 = {kernel_size(am.sigma)}), or a smaller sigma")  # fmt: skip
     # The map (data.image_size square) is padded by reflection, kernel_size // 2 on each side, which needs fewer
     # pixels than the map has; torch says so only after training, in its own words.
     need(half < d.image_size, "anomaly_map.kernel_size", am.kernel_size,

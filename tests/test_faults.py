@@ -206,6 +206,7 @@ BAD_SETTINGS = [
     ("anomaly_map.sigma=8", r"anomaly_map.kernel_size = 5: covers only \+-2 px, 0.25 sigma of anomaly_map.sigma 8, so "
      r"the Gaussian is cut to a box: a kernel_size of at least 33 \(\+-2 sigma; dynad tune sets 2 \* round\(4 sigma\) "
      r"\+ 1 = 65\), or a smaller sigma"),
+    ("anomaly_map.sigma=0", r"anomaly_map.sigma = 0.0: must be > 0"),  # the kernel check divided by it
     ("anomaly_map.score_exponent=-1", "anomaly_map.score_exponent = -1.0: must be >= 0"),
     ("data.batch_size=0", "data.batch_size = 0"),
     ("data.image_size=33", "data.image_size = 33: must be divisible by the autoencoder's downsampling factor 2"),
